@@ -1,0 +1,151 @@
+"""Host agent configuration: one TOML file, loaded into one typed struct."""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from enum import Enum
+from pathlib import Path
+
+import msgspec
+import platformdirs
+
+from agent.natsconn import NatsSettings
+from protocol.heartbeat import DEFAULT_INTERVAL_S, SessionKind
+from protocol.ids import (
+    IdError,
+    host_id_from_hostname,
+    validate_host,
+    validate_session,
+    validate_tenant,
+)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class SessionSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One roster entry: a session the host agent is responsible for."""
+
+    name: str
+    runtime: str = "stub"
+    command: str | list[str] | None = None  # list: exec'd directly; str: run by the shell
+    cwd: str | None = None
+    env: dict[str, str] = {}
+    kind: SessionKind = SessionKind.CORE
+    unit: str | None = None  # systemd unit whose boot-enabled state is reported
+
+
+class RootPolicy(str, Enum):
+    REFUSE = "refuse"
+    ALLOW = "allow"
+
+
+class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str
+    host: str = ""  # empty: derived from the hostname
+    nats: NatsSettings = NatsSettings()
+    tmux_socket: str = ""  # empty: fleet-<tenant>
+    state_dir: str = ""  # empty: the user's state dir
+    heartbeat_interval_s: float = DEFAULT_INTERVAL_S
+    poll_interval_s: float = 1.0
+    window_width: int = 200
+    window_height: int = 50
+    runtimes_dir: str | None = None  # extra runtime specs (*.toml) overriding the built-ins
+    sessions: list[SessionSpec] = []
+
+    @property
+    def host_id(self) -> str:
+        return self.host or host_id_from_hostname(socket.gethostname())
+
+    @property
+    def socket_name(self) -> str:
+        return self.tmux_socket or f"fleet-{self.tenant}"
+
+    @property
+    def state_path(self) -> Path:
+        if self.state_dir:
+            return Path(self.state_dir).expanduser()
+        base = Path(platformdirs.user_state_dir("agentfleet"))
+        return base / f"agent-{self.tenant}-{self.host_id}"
+
+
+def validate(config: AgentConfig) -> AgentConfig:
+    try:
+        validate_tenant(config.tenant)
+        validate_host(config.host_id)
+        seen: set[str] = set()
+        for spec in config.sessions:
+            validate_session(spec.name)
+            if spec.name in seen:
+                raise ConfigError(f"session {spec.name!r} appears twice in the roster")
+            seen.add(spec.name)
+    except IdError as exc:
+        raise ConfigError(str(exc)) from None
+    if not 0.05 <= config.heartbeat_interval_s <= 3600:
+        raise ConfigError("heartbeat_interval_s must be between 0.05 and 3600")
+    if not config.nats.servers:
+        raise ConfigError("nats.servers must name at least one server")
+    return config
+
+
+def load(path: Path) -> AgentConfig:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        config = msgspec.convert(raw, AgentConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return validate(config)
+
+
+def dump(config: AgentConfig) -> str:
+    """Render a config as TOML (used by `fleet up` and `fleet deploy`)."""
+    return _to_toml(msgspec.to_builtins(config))
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return msgspec.json.encode(value).decode()  # JSON strings are valid TOML basic strings
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
+    raise TypeError(f"cannot render {value!r} as TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def _to_toml(data: dict[str, object]) -> str:
+    lines: list[str] = []
+    tables: list[str] = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and key == "nats":
+            tables.append(f"\n[{key}]")
+            tables.extend(
+                f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None
+            )
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                tables.append(f"\n[[{key}]]")
+                tables.extend(
+                    f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items() if v is not None
+                )
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    return "\n".join(lines + tables) + "\n"

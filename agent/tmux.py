@@ -1,0 +1,171 @@
+"""tmux on one private socket (`tmux -L NAME`): discover panes, launch sessions.
+
+Every call is one tmux client process; discovery is exactly one `list-panes -a` per tick.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+# Fields of one pane, in order. \x1f (unit separator) cannot appear in a session name that
+# tmux accepts from us, and tmux prints unprintable characters of titles escaped.
+_FIELDS = (
+    "session_name",
+    "window_index",
+    "pane_index",
+    "pane_id",
+    "pane_pid",
+    "pane_dead",
+    "pane_dead_status",
+    "window_activity",
+    "pane_title",
+    "pane_width",
+    "pane_height",
+)
+_SEP = "\x1f"
+_FORMAT = _SEP.join(f"#{{{f}}}" for f in _FIELDS)
+
+# Set on the server when we start it, and per window when we create one, so that a pane whose
+# process exits stays visible as dead instead of vanishing.
+TMUX_CONF = """\
+set-option -g remain-on-exit on
+set-option -g history-limit 20000
+set-option -g exit-empty off
+"""
+
+
+class TmuxError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Pane:
+    session: str
+    window_index: int
+    pane_index: int
+    pane_id: str
+    pid: int | None
+    dead: bool
+    dead_status: int | None
+    activity: float | None
+    title: str
+    width: int
+    height: int
+
+
+def _int(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def parse_list_panes(output: str) -> list[Pane]:
+    panes = []
+    for line in output.splitlines():
+        parts = line.split(_SEP)
+        if len(parts) != len(_FIELDS):
+            continue
+        f = dict(zip(_FIELDS, parts, strict=True))
+        panes.append(
+            Pane(
+                session=f["session_name"],
+                window_index=_int(f["window_index"]) or 0,
+                pane_index=_int(f["pane_index"]) or 0,
+                pane_id=f["pane_id"],
+                pid=_int(f["pane_pid"]),
+                dead=f["pane_dead"] == "1",
+                dead_status=_int(f["pane_dead_status"]),
+                activity=float(f["window_activity"]) if f["window_activity"].isdigit() else None,
+                title=f["pane_title"],
+                width=_int(f["pane_width"]) or 0,
+                height=_int(f["pane_height"]) or 0,
+            )
+        )
+    return panes
+
+
+def _clean_env() -> dict[str, str]:
+    # Inside a tmux pane TMUX points at *that* server; our calls must only see our socket.
+    return {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
+
+
+class Tmux:
+    """A tmux server on a private socket."""
+
+    def __init__(self, socket_name: str, conf_path: Path | None = None) -> None:
+        self.socket_name = socket_name
+        self.conf_path = conf_path
+
+    def _argv(self, args: Sequence[str]) -> list[str]:
+        argv = ["tmux", "-L", self.socket_name]
+        if self.conf_path is not None:
+            argv += ["-f", str(self.conf_path)]
+        return [*argv, *args]
+
+    async def run(self, *args: str, check: bool = True) -> str:
+        result = await anyio.run_process(self._argv(args), check=False, env=_clean_env())
+        if check and result.returncode != 0:
+            raise TmuxError(
+                f"tmux {' '.join(args[:2])} failed ({result.returncode}): "
+                f"{result.stderr.decode(errors='replace').strip()}"
+            )
+        return result.stdout.decode(errors="replace")
+
+    async def list_panes(self) -> list[Pane]:
+        """Every pane on the socket; an absent server means no panes, not an error."""
+        result = await anyio.run_process(
+            self._argv(["list-panes", "-a", "-F", _FORMAT]), check=False, env=_clean_env()
+        )
+        if result.returncode != 0:
+            err = result.stderr.decode(errors="replace")
+            if "no server running" in err or "error connecting" in err or "No such file" in err:
+                return []
+            raise TmuxError(f"tmux list-panes failed: {err.strip()}")
+        return parse_list_panes(result.stdout.decode(errors="replace"))
+
+    async def new_session(
+        self,
+        name: str,
+        command: str | Sequence[str] | None,
+        *,
+        cwd: str | None,
+        env: Mapping[str, str],
+        width: int,
+        height: int,
+    ) -> None:
+        args = ["new-session", "-d", "-s", name, "-x", str(width), "-y", str(height)]
+        if cwd:
+            args += ["-c", os.path.expanduser(cwd)]
+        for key, value in env.items():
+            args += ["-e", f"{key}={value}"]
+        if isinstance(command, str):
+            args.append(command)
+        elif command:
+            args += list(command)
+        # Chained in the same client call so the option is set before the pane can exit.
+        args += [";", "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on"]
+        await self.run(*args)
+
+    async def respawn(self, name: str) -> None:
+        await self.run("respawn-pane", "-k", "-t", f"={name}:")
+
+    async def kill_session(self, name: str) -> None:
+        await self.run("kill-session", "-t", f"={name}")
+
+    async def capture(self, target: str, *, escapes: bool = False) -> str:
+        args = ["capture-pane", "-p", "-t", target]
+        if escapes:
+            args.append("-e")
+        return await self.run(*args)
+
+    def kill_server_sync(self) -> None:
+        subprocess.run(
+            self._argv(["kill-server"]), capture_output=True, env=_clean_env(), check=False
+        )

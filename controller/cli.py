@@ -1,0 +1,191 @@
+"""`fleet`: the operator CLI and the controller daemon. Thin: parse, call, print."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+import typer
+from rich.console import Console
+
+from controller.client import ClientError, ControllerClient, resolve_settings
+from protocol.api import PsReply, PsRequest, PsRow, StatusReply, StatusRequest
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="agentfleet operator CLI")
+controller_app = typer.Typer(no_args_is_help=True, help="the controller daemon")
+app.add_typer(controller_app, name="controller")
+
+console = Console()
+err_console = Console(stderr=True)
+
+NatsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nats", envvar="FLEET_NATS_URL", help="NATS URL(s) of the fleet, comma-separated"
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+# The CLI reports an unreachable controller within this bound, whatever the network does.
+CLI_DEADLINE_S = 3.0
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"fleet: {message}", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def run_client(fn: Any, nats_url: str | None) -> Any:
+    async def main() -> Any:
+        settings = resolve_settings(nats_url)
+        with anyio.fail_after(CLI_DEADLINE_S):
+            async with ControllerClient(settings) as client:
+                return await fn(client)
+
+    try:
+        return anyio.run(main)
+    except ClientError as exc:
+        fail(str(exc))
+    except TimeoutError:
+        fail(
+            f"no answer from the controller at {','.join(resolve_settings(nats_url).servers)} "
+            f"within {CLI_DEADLINE_S:.0f}s"
+        )
+
+
+@app.command()
+def ps(
+    tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+    host: Annotated[str | None, typer.Option(help="only this host")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="only rows whose host or session is in this state")
+    ] = None,
+    problems: Annotated[
+        bool, typer.Option("--problems", help="only rows with a problem (host not ok, or a flag)")
+    ] = False,
+    json_out: JsonOpt = False,
+    nats_url: NatsOpt = None,
+) -> None:
+    """List every session on every host: state, heartbeat age, and flags."""
+    request = PsRequest(tenant=tenant, host=host, state=state, problems=problems)
+
+    if json_out:
+        # Streamed page by page: a listing of 500,000 rows never sits in one message.
+        async def stream(client: ControllerClient) -> None:
+            out = sys.stdout.buffer
+            out.write(b"[")
+            first = True
+            cursor: int | None = 0
+            while cursor is not None:
+                reply = await client.call(
+                    "ps", msgspec.structs.replace(request, cursor=cursor), PsReply
+                )
+                for row in reply.rows:
+                    out.write(b"\n" if first else b",\n")
+                    out.write(msgspec.json.encode(row))
+                    first = False
+                cursor = reply.next_cursor
+            out.write(b"\n]\n")
+            out.flush()
+
+        run_client(stream, nats_url)
+        return
+
+    async def collect(client: ControllerClient) -> tuple[list[PsRow], dict[str, int]]:
+        rows: list[PsRow] = []
+        counts: dict[str, int] = {}
+        cursor: int | None = 0
+        while cursor is not None:
+            reply = await client.call(
+                "ps", msgspec.structs.replace(request, cursor=cursor), PsReply
+            )
+            rows.extend(reply.rows)
+            counts = counts or reply.hosts_by_state
+            cursor = reply.next_cursor
+        return rows, counts
+
+    from controller.render import print_ps
+
+    rows, counts = run_client(collect, nats_url)
+    print_ps(console, rows, counts)
+
+
+@app.command()
+def status(json_out: JsonOpt = False, nats_url: NatsOpt = None) -> None:
+    """The controller's version, tenants, host count and counters."""
+
+    async def call(client: ControllerClient) -> StatusReply:
+        return await client.call("status", StatusRequest(), StatusReply)
+
+    reply: StatusReply = run_client(call, nats_url)
+    if json_out:
+        sys.stdout.write(msgspec.json.encode(reply).decode() + "\n")
+        return
+    console.print(
+        f"controller {reply.controller_version}, tenants {', '.join(reply.tenants)}, "
+        f"{reply.hosts} hosts"
+    )
+    for name, value in sorted(reply.counters.items()):
+        console.print(f"  {name}: {value}")
+
+
+@app.command()
+def up(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="where NATS, controller and agent keep files")
+    ] = None,
+    port: Annotated[int, typer.Option(help="NATS port (a free one if taken)")] = 4222,
+    tenant: Annotated[str, typer.Option(help="tenant of the demo fleet")] = "demo",
+    host: Annotated[str | None, typer.Option(help="host id of the local agent")] = None,
+    tmux_socket: Annotated[
+        str | None, typer.Option(help="tmux socket of the demo sessions")
+    ] = None,
+    heartbeat_interval: Annotated[float, typer.Option(help="seconds between heartbeats")] = 5.0,
+    log_level: Annotated[str, typer.Option(help="debug|info|warning|error")] = "info",
+) -> None:
+    """Run everything locally: embedded NATS, the controller, and a demo host agent."""
+    from controller.up import UpOptions, run_up
+
+    setup_logging(log_level)
+    opts = UpOptions(
+        data_dir=data_dir,
+        port=port,
+        tenant=tenant,
+        host=host,
+        tmux_socket=tmux_socket,
+        heartbeat_interval_s=heartbeat_interval,
+    )
+    anyio.run(run_up, opts)
+
+
+@controller_app.command("run")
+def controller_run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="controller TOML config")],
+    log_level: Annotated[str, typer.Option(help="debug|info|warning|error")] = "info",
+) -> None:
+    """Run the controller daemon."""
+    from controller.config import ConfigError, load
+    from controller.daemon import Controller
+
+    setup_logging(log_level)
+    try:
+        cfg = load(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    anyio.run(Controller(cfg).serve)
+
+
+def main() -> None:
+    app()

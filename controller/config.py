@@ -1,0 +1,63 @@
+"""Controller configuration: one TOML file, loaded into one typed struct."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+import platformdirs
+
+from agent.natsconn import NatsSettings
+from protocol.ids import IdError, validate_tenant
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("agentfleet"))
+
+
+class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    tenants: list[str]
+    nats: NatsSettings = NatsSettings()
+    data_dir: str = ""  # empty: <user data dir>/controller
+    liveness_tick_s: float = 0.5
+    # After a restart no host is marked suspect or down before this many seconds: hosts need
+    # time to send the heartbeat that proves them alive.
+    restart_grace_s: float = 15.0
+    persist_interval_s: float = 2.0
+    api_queue: str = "fleet-controller"
+    page_limit: int = 2000
+
+    @property
+    def data_path(self) -> Path:
+        return (
+            Path(self.data_dir).expanduser() if self.data_dir else default_data_dir() / "controller"
+        )
+
+
+def validate(config: ControllerConfig) -> ControllerConfig:
+    if not config.tenants:
+        raise ConfigError("tenants must list at least one tenant")
+    try:
+        for tenant in config.tenants:
+            validate_tenant(tenant)
+    except IdError as exc:
+        raise ConfigError(str(exc)) from None
+    return config
+
+
+def load(path: Path) -> ControllerConfig:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    try:
+        return validate(msgspec.convert(raw, ControllerConfig))
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

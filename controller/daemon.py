@@ -1,0 +1,215 @@
+"""The controller daemon: `serve()` is startup → main_loop → shutdown.
+
+Startup restores the last known fleet from SQLite, connects, subscribes to every tenant's
+heartbeats and lifecycle notices, and opens the API. Shutdown stops intake first, then
+persists, then closes the connection and the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from agent import natsconn
+from agent.signals import ExitFlags, watch_signals
+from agent.version import VERSION
+from controller.config import ControllerConfig
+from controller.ratelog import RateLimitedLog
+from controller.service import ApiService
+from controller.state import FleetState, HostEntry, Transition
+from controller.statedb import StateDB
+from controller.views import ps_page
+from protocol import DecodeError, decode, subjects
+from protocol.api import PsReply, PsRequest, StatusReply, StatusRequest
+from protocol.heartbeat import Heartbeat
+from protocol.lifecycle import Lifecycle
+from protocol.subjects import SubjectError
+
+log = logging.getLogger(__name__)
+
+# Each host's full snapshot is written at least this often; state changes are written at once.
+SNAPSHOT_PERSIST_S = 30.0
+SHUTDOWN_STEP_S = 5.0
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig, *, flags: ExitFlags | None = None) -> None:
+        self.config = config
+        self.flags = flags or ExitFlags()
+        self.state = FleetState(grace_s=config.restart_grace_s)
+        self.db = StateDB(config.data_path / "fleet.db")
+        self.api = ApiService(config.api_queue)
+        self.api.route("ps", PsRequest, self._ps)
+        self.api.route("status", StatusRequest, self._status)
+        self.nc: Client | None = None
+        self.started_at = time.time()
+        self._subs: list[Subscription] = []
+        self._pending_transitions: list[Transition] = []
+        self._roll = 0
+        self._warn = RateLimitedLog(log)
+
+    # -- life -------------------------------------------------------------------------------
+    async def serve(self, install_signal_handlers: bool = True) -> None:
+        async with anyio.create_task_group() as tg:
+            if install_signal_handlers:
+                tg.start_soon(watch_signals, self.flags)
+            with anyio.CancelScope() as scope:
+                self.flags.scope = scope
+                await self._until_exit_requested(self.startup)
+                try:
+                    await self.main_loop()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self.shutdown()
+            tg.cancel_scope.cancel()
+
+    async def _until_exit_requested(self, step: Callable[[], Awaitable[None]]) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                await self.flags.should_exit.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            await step()
+            tg.cancel_scope.cancel()
+
+    async def startup(self) -> None:
+        self.db.open()
+        restored = self.db.load_hosts()
+        self.state = FleetState(grace_s=self.config.restart_grace_s)
+        self.state.restore(restored)
+        self.nc = await natsconn.connect(self.config.nats, name="fleet-controller")
+        for tenant in self.config.tenants:
+            self._subs.append(
+                await self.nc.subscribe(subjects.all_heartbeats(tenant), cb=self._on_heartbeat)
+            )
+            self._subs.append(
+                await self.nc.subscribe(subjects.all_lifecycles(tenant), cb=self._on_lifecycle)
+            )
+        await self.api.start(self.nc)
+        await self.nc.flush()
+        log.info(
+            "controller up: tenants %s, %d hosts restored, API on %s",
+            ",".join(self.config.tenants),
+            len(restored),
+            subjects.controller_api_all(),
+        )
+
+    async def main_loop(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._liveness_loop)
+            tg.start_soon(self._persist_loop)
+            await self.flags.should_exit.wait()
+            tg.cancel_scope.cancel()
+
+    async def shutdown(self) -> None:
+        with anyio.move_on_after(SHUTDOWN_STEP_S):
+            await self.api.stop()
+            for sub in self._subs:
+                await sub.unsubscribe()
+        self._subs.clear()
+        if self.db._db is not None:
+            self._persist(everything=True)
+        nc, self.nc = self.nc, None
+        if nc is not None:
+            with anyio.move_on_after(SHUTDOWN_STEP_S):
+                await nc.close()
+        self.db.close()
+        log.info("controller stopped")
+
+    # -- intake -----------------------------------------------------------------------------
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        try:
+            where = subjects.parse(msg.subject)
+            hb = decode(msg.data, Heartbeat)
+            if (hb.tenant, hb.host) != (where.tenant, where.host):
+                raise DecodeError(
+                    f"body says {hb.tenant}/{hb.host} but the subject {where.tenant}/{where.host}"
+                )
+        except (SubjectError, DecodeError) as exc:
+            self.state.count("malformed_heartbeats")
+            self._warn.warning("hb", "malformed heartbeat on %s: %s", msg.subject, exc)
+            return
+        self._record(self.state.on_heartbeat(hb))
+
+    async def _on_lifecycle(self, msg: Msg) -> None:
+        try:
+            where = subjects.parse(msg.subject)
+            lc = decode(msg.data, Lifecycle)
+            if (lc.tenant, lc.host) != (where.tenant, where.host):
+                raise DecodeError("body and subject name different hosts")
+        except (SubjectError, DecodeError) as exc:
+            self.state.count("malformed_lifecycle")
+            self._warn.warning("lc", "malformed lifecycle notice on %s: %s", msg.subject, exc)
+            return
+        log.info("host %s/%s: %s (boot %s)", lc.tenant, lc.host, lc.event.value, lc.boot_id)
+        self._record(self.state.on_lifecycle(lc))
+
+    def _record(self, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        self._pending_transitions.append(transition)
+        old = transition.old.value if transition.old else "new"
+        log.info(
+            "host %s/%s: %s -> %s (%s)",
+            transition.tenant,
+            transition.host,
+            old,
+            transition.new.value,
+            transition.reason,
+        )
+
+    # -- loops ------------------------------------------------------------------------------
+    async def _liveness_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.config.liveness_tick_s)
+            for transition in self.state.tick():
+                self._record(transition)
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.config.persist_interval_s)
+            try:
+                await anyio.to_thread.run_sync(self._persist)
+            except Exception:
+                log.exception("persisting fleet state failed")
+
+    def _persist(self, everything: bool = False) -> None:
+        # Runs in a worker thread: it reads entries the loop may replace fields of, which is
+        # safe under the GIL (fields are reassigned, never mutated in place).
+        state = self.state
+        keys, state.dirty = state.dirty, set()
+        ordered = list(state.sorted_keys())
+        if everything:
+            keys.update(ordered)
+        elif ordered:
+            # A rolling slice, so every host's snapshot is rewritten every SNAPSHOT_PERSIST_S.
+            share = len(ordered) * self.config.persist_interval_s / SNAPSHOT_PERSIST_S
+            count = max(1, int(share))
+            for _ in range(min(count, len(ordered))):
+                keys.add(ordered[self._roll % len(ordered)])
+                self._roll += 1
+        entries: list[HostEntry] = [state.hosts[k] for k in keys if k in state.hosts]
+        transitions, self._pending_transitions = self._pending_transitions, []
+        if entries or transitions:
+            self.db.save(entries, transitions)
+
+    # -- API --------------------------------------------------------------------------------
+    async def _ps(self, req: PsRequest) -> PsReply:
+        return ps_page(self.state, req, self.config.page_limit)
+
+    async def _status(self, _req: StatusRequest) -> StatusReply:
+        return StatusReply(
+            controller_version=VERSION,
+            started_at=self.started_at,
+            tenants=list(self.config.tenants),
+            hosts=len(self.state.hosts),
+            counters=dict(self.state.counters),
+        )

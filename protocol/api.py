@@ -1,0 +1,91 @@
+"""The controller's API (fleet.ctl.<verb>), as called by the `fleet` CLI.
+
+Every reply is either the verb's reply struct or an ApiError; large listings are paged so no
+reply exceeds the server's max payload.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import msgspec
+
+from protocol.codec import Message
+from protocol.heartbeat import SessionSnapshot
+
+
+class HostState(str, Enum):
+    OK = "ok"
+    SUSPECT = "suspect"
+    DOWN = "down"
+    STOPPED = "stopped"
+
+
+class Flag(str, Enum):
+    DRIFT = "DRIFT"
+    DEAD = "DEAD"
+    MISSING = "MISSING"
+    BOOT_DISABLED = "BOOT-DISABLED"
+    UNMANAGED = "UNMANAGED"
+
+
+class ErrorCode(str, Enum):
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_VERB = "unknown_verb"
+    INTERNAL = "internal"
+
+
+class ApiError(Message, frozen=True, tag="error"):
+    code: ErrorCode
+    message: str
+
+
+class PsRequest(Message, frozen=True, tag="ps.request"):
+    tenant: str | None = None
+    host: str | None = None
+    state: str | None = None  # host state or session state to keep
+    problems: bool = False  # only rows with a problem (host not ok, or any flag)
+    cursor: int = 0  # index of the first row of this page
+    limit: int = 2000
+
+
+class HostRow(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str
+    host: str
+    state: HostState
+    boot_id: str
+    last_seen: float  # controller clock, unix time
+    agent_version: str
+    interval_s: float
+    restored: bool = False  # known from the controller's store, no heartbeat yet since restart
+
+
+class PsRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of `fleet ps`: a session on a host, or a host with no sessions."""
+
+    tenant: str
+    host: str
+    host_state: HostState
+    heartbeat_age_s: float
+    session: SessionSnapshot | None
+    flags: list[Flag] = []
+
+
+class PsReply(Message, frozen=True, tag="ps.reply"):
+    rows: list[PsRow]
+    total: int  # rows matching the filters, all pages
+    next_cursor: int | None
+    hosts_by_state: dict[str, int] = {}
+    generated_at: float = 0.0
+
+
+class StatusRequest(Message, frozen=True, tag="status.request"):
+    pass
+
+
+class StatusReply(Message, frozen=True, tag="status.reply"):
+    controller_version: str
+    started_at: float
+    tenants: list[str]
+    hosts: int
+    counters: dict[str, int] = {}

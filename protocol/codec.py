@@ -1,0 +1,44 @@
+"""The one pair of functions every message goes through, and their one error type.
+
+Messages are msgspec Structs tagged with a ``msg`` field, so one ``decode`` can dispatch on
+the kind of message and a reader of the raw JSON sees what it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="msg"):
+    """Base of every wire message: says what it is (``msg``) and which version."""
+
+    schema_version: int = SCHEMA_VERSION
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a valid message of the expected type."""
+
+
+def encode(message: Any) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(data: bytes | bytearray | memoryview | str, type: type[T]) -> T:
+    decoder = _decoders.get(type)
+    if decoder is None:
+        decoder = _decoders[type] = msgspec.json.Decoder(type)
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise DecodeError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"not UTF-8: {exc}") from None

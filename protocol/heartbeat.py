@@ -1,0 +1,82 @@
+"""Host heartbeat: who is alive, since when, and a snapshot of every session."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import msgspec
+
+from protocol.codec import Message
+from protocol.ids import Id
+
+# Heartbeats older than this many intervals are suspect, past DOWN_AFTER down (DESIGN.md).
+SUSPECT_AFTER_INTERVALS = 3
+DOWN_AFTER_INTERVALS = 6
+DEFAULT_INTERVAL_S = 5.0
+JITTER = 0.2
+
+
+class SessionKind(str, Enum):
+    CORE = "core"
+    EPHEMERAL = "ephemeral"
+
+
+class PaneState(str, Enum):
+    ALIVE = "alive"
+    DEAD = "dead"
+    MISSING = "missing"
+
+
+class SessionState(str, Enum):
+    """What the session is doing, as read from its screen (rules in agent/runtimes/)."""
+
+    UNKNOWN = "unknown"
+    IDLE = "idle"
+    WORKING = "working"
+    BLOCKED = "blocked"
+    EXITED = "exited"
+    MISSING = "missing"
+
+
+class BootEnabled(str, Enum):
+    YES = "yes"
+    NO = "no"
+    UNKNOWN = "unknown"
+
+
+class SessionSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    name: Id
+    runtime_configured: str | None  # None: not in the roster (unmanaged)
+    runtime_observed: str | None  # None: nothing recognisable runs in the pane
+    kind: SessionKind = SessionKind.CORE
+    managed: bool = True
+    pane: PaneState = PaneState.ALIVE
+    pid: int | None = None
+    state: SessionState = SessionState.UNKNOWN
+    state_since: float | None = None  # unix time of the last state change
+    last_output_at: float | None = None
+    boot_enabled: BootEnabled = BootEnabled.UNKNOWN
+    exit_status: int | None = None
+    restarts: int = 0
+
+    @property
+    def drift(self) -> bool:
+        return (
+            self.managed
+            and self.pane is PaneState.ALIVE
+            and self.runtime_observed is not None
+            and self.runtime_configured is not None
+            and self.runtime_observed != self.runtime_configured
+        )
+
+
+class Heartbeat(Message, frozen=True, tag="heartbeat"):
+    tenant: Id
+    host: Id
+    boot_id: Id
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    sent_at: float
+    interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)]
+    agent_version: str
+    sessions: list[SessionSnapshot] = []
