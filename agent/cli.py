@@ -12,7 +12,10 @@ import typer
 
 from agent.config import ConfigError, load
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="agentfleet host agent")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="agentfleet host agent",
+)
 
 
 def setup_logging(level: str) -> None:

@@ -236,4 +236,5 @@ class HostAgent:
         await self._publish_lifecycle(LifecycleKind.RECONNECTED)
 
     async def _on_disconnected(self) -> None:
-        log.warning("disconnected from NATS; reconnecting")
+        if not self.flags.should_exit.is_set():
+            log.warning("disconnected from NATS; reconnecting")

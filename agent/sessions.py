@@ -160,6 +160,7 @@ class SessionTable:
             last_output_at=pane.activity if pane else None,
             boot_enabled=boot.get(name, BootEnabled.UNKNOWN),
             exit_status=pane.dead_status if pane and pane.dead else None,
+            exit_signal=pane.dead_signal if pane and pane.dead else None,
             restarts=self._tracked[name].restarts,
         )
         return snap, change

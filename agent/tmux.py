@@ -23,6 +23,7 @@ _FIELDS = (
     "pane_pid",
     "pane_dead",
     "pane_dead_status",
+    "pane_dead_signal",
     "window_activity",
     "pane_title",
     "pane_width",
@@ -53,6 +54,7 @@ class Pane:
     pid: int | None
     dead: bool
     dead_status: int | None
+    dead_signal: int | None
     activity: float | None
     title: str
     width: int
@@ -82,6 +84,7 @@ def parse_list_panes(output: str) -> list[Pane]:
                 pid=_int(f["pane_pid"]),
                 dead=f["pane_dead"] == "1",
                 dead_status=_int(f["pane_dead_status"]),
+                dead_signal=_int(f["pane_dead_signal"]),
                 activity=float(f["window_activity"]) if f["window_activity"].isdigit() else None,
                 title=f["pane_title"],
                 width=_int(f["pane_width"]) or 0,

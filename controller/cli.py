@@ -15,12 +15,16 @@ from rich.console import Console
 from controller.client import ClientError, ControllerClient, resolve_settings
 from protocol.api import PsReply, PsRequest, PsRow, StatusReply, StatusRequest
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="agentfleet operator CLI")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="agentfleet operator CLI",
+)
 controller_app = typer.Typer(no_args_is_help=True, help="the controller daemon")
 app.add_typer(controller_app, name="controller")
 
 console = Console()
-err_console = Console(stderr=True)
 
 NatsOpt = Annotated[
     str | None,
@@ -43,7 +47,8 @@ def setup_logging(level: str) -> None:
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"fleet: {message}", markup=False, highlight=False)
+    # Plain write: one line, never wrapped to the terminal width.
+    sys.stderr.write(f"fleet: {message}\n")
     raise typer.Exit(code)
 
 
@@ -85,19 +90,17 @@ def ps(
         # Streamed page by page: a listing of 500,000 rows never sits in one message.
         async def stream(client: ControllerClient) -> None:
             out = sys.stdout.buffer
-            out.write(b"[")
-            first = True
             cursor: int | None = 0
+            opened = False
             while cursor is not None:
-                reply = await client.call(
-                    "ps", msgspec.structs.replace(request, cursor=cursor), PsReply
-                )
+                page = msgspec.structs.replace(request, cursor=cursor)
+                reply = await client.call("ps", page, PsReply)
                 for row in reply.rows:
-                    out.write(b"\n" if first else b",\n")
+                    out.write(b",\n" if opened else b"[\n")
                     out.write(msgspec.json.encode(row))
-                    first = False
+                    opened = True
                 cursor = reply.next_cursor
-            out.write(b"\n]\n")
+            out.write(b"\n]\n" if opened else b"[]\n")
             out.flush()
 
         run_client(stream, nats_url)

@@ -57,7 +57,8 @@ class SessionSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     state_since: float | None = None  # unix time of the last state change
     last_output_at: float | None = None
     boot_enabled: BootEnabled = BootEnabled.UNKNOWN
-    exit_status: int | None = None
+    exit_status: int | None = None  # of a dead pane that exited
+    exit_signal: int | None = None  # of a dead pane that was killed
     restarts: int = 0
 
     @property

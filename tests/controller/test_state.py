@@ -1,0 +1,207 @@
+"""Fleet state with an injected clock: liveness rules from DESIGN.md, exactly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.state import FleetState
+from controller.statedb import StateDB
+from controller.views import ps_page
+from protocol.api import Flag, HostState, PsRequest
+from protocol.heartbeat import Heartbeat, PaneState, SessionSnapshot
+from protocol.lifecycle import Lifecycle, LifecycleKind
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def hb(
+    host: str = "h1",
+    seq: int = 1,
+    boot: str = "b1",
+    sessions: list[SessionSnapshot] | None = None,
+    interval: float = 5.0,
+) -> Heartbeat:
+    return Heartbeat(
+        tenant="acme",
+        host=host,
+        boot_id=boot,
+        seq=seq,
+        sent_at=0.0,
+        interval_s=interval,
+        agent_version="t",
+        sessions=sessions or [],
+    )
+
+
+def make(grace: float = 15.0) -> tuple[FleetState, Clock]:
+    clock = Clock()
+    return FleetState(grace_s=grace, mono=clock, wall=clock), clock
+
+
+def test_suspect_after_three_intervals_down_after_six() -> None:
+    state, clock = make()
+    state.on_heartbeat(hb())
+    clock.now += 15.0
+    assert state.tick() == []  # exactly 3 intervals: not yet
+    clock.now += 0.1
+    [t] = state.tick()
+    assert (t.old, t.new) == (HostState.OK, HostState.SUSPECT)
+    clock.now += 15.0
+    [t] = state.tick()
+    assert (t.old, t.new) == (HostState.SUSPECT, HostState.DOWN)
+    assert t.silent_s is not None and t.silent_s > 30.0
+    assert state.tick() == []
+    t2 = state.on_heartbeat(hb(seq=2))
+    assert t2 is not None and t2.new is HostState.OK
+
+
+def test_graceful_shutdown_is_stopped_not_down() -> None:
+    state, clock = make()
+    state.on_heartbeat(hb())
+    t = state.on_lifecycle(
+        Lifecycle(
+            tenant="acme",
+            host="h1",
+            boot_id="b1",
+            event=LifecycleKind.SHUTDOWN,
+            sent_at=0,
+            agent_version="t",
+        )
+    )
+    assert t is not None and t.new is HostState.STOPPED
+    clock.now += 1000
+    assert state.tick() == []
+    assert state.hosts[("acme", "h1")].state is HostState.STOPPED
+
+
+def test_shutdown_of_an_older_boot_is_ignored() -> None:
+    state, _ = make()
+    state.on_heartbeat(hb(boot="new"))
+    assert (
+        state.on_lifecycle(
+            Lifecycle(
+                tenant="acme",
+                host="h1",
+                boot_id="old",
+                event=LifecycleKind.SHUTDOWN,
+                sent_at=0,
+                agent_version="t",
+            )
+        )
+        is None
+    )
+
+
+def test_stale_and_duplicate_heartbeats_do_not_rewind() -> None:
+    state, _ = make()
+    state.on_heartbeat(hb(seq=5))
+    assert state.on_heartbeat(hb(seq=5)) is None
+    assert state.on_heartbeat(hb(seq=3)) is None
+    assert state.hosts[("acme", "h1")].seq == 5
+    assert state.counters["heartbeats_stale"] == 2
+    state.on_heartbeat(hb(seq=1, boot="b2"))  # a restarted agent starts over
+    assert state.hosts[("acme", "h1")].boot_id == "b2"
+
+
+def test_restored_hosts_get_a_grace_window(tmp_path) -> None:
+    state, clock = make()
+    state.on_heartbeat(hb())
+    db = StateDB(tmp_path / "fleet.db")
+    db.open()
+    db.save(state.hosts.values(), [])
+    db.close()
+
+    clock.now += 100.0  # the controller was away for a long time
+    restarted = FleetState(grace_s=15.0, mono=clock, wall=clock)
+    db.open()
+    restarted.restore(db.load_hosts())
+    db.close()
+    assert restarted.hosts[("acme", "h1")].state is HostState.OK
+    clock.now += 14.9
+    assert restarted.tick() == []  # no verdict inside the grace window
+    restarted.on_heartbeat(hb(seq=2))
+    clock.now += 10.0
+    assert restarted.tick() == []  # alive host: never suspect
+    clock.now += 10.0
+    [t] = restarted.tick()  # but a host silent past the rules is still caught
+    assert t.new is HostState.SUSPECT
+
+
+def test_interval_comes_from_the_heartbeat() -> None:
+    state, clock = make()
+    state.on_heartbeat(hb(interval=0.5))
+    clock.now += 1.6
+    [t] = state.tick()
+    assert t.new is HostState.SUSPECT
+
+
+def test_ps_rows_flags_and_filters() -> None:
+    state, _ = make()
+    sessions = [
+        SessionSnapshot(name="ok", runtime_configured="stub", runtime_observed="stub"),
+        SessionSnapshot(name="drift", runtime_configured="claude", runtime_observed="stub"),
+        SessionSnapshot(
+            name="dead", runtime_configured="stub", runtime_observed=None, pane=PaneState.DEAD
+        ),
+        SessionSnapshot(
+            name="gone", runtime_configured="stub", runtime_observed=None, pane=PaneState.MISSING
+        ),
+        SessionSnapshot(
+            name="byhand", runtime_configured=None, runtime_observed="shell", managed=False
+        ),
+    ]
+    state.on_heartbeat(hb(sessions=sessions))
+    state.on_heartbeat(hb(host="h2"))
+    page = ps_page(state, PsRequest(), 100)
+    flags = {r.session.name: r.flags for r in page.rows if r.session}
+    assert flags == {
+        "ok": [],
+        "drift": [Flag.DRIFT],
+        "dead": [Flag.DEAD],
+        "gone": [Flag.MISSING],
+        "byhand": [Flag.UNMANAGED],
+    }
+    assert page.total == 6  # 5 sessions + h2 without sessions
+    problems = ps_page(state, PsRequest(problems=True), 100)
+    assert {r.session.name for r in problems.rows if r.session} == {
+        "drift",
+        "dead",
+        "gone",
+        "byhand",
+    }
+    only_h2 = ps_page(state, PsRequest(host="h2"), 100)
+    assert [(r.host, r.session) for r in only_h2.rows] == [("h2", None)]
+    assert ps_page(state, PsRequest(tenant="other"), 100).rows == []
+
+
+def test_ps_pages_cover_everything_once() -> None:
+    state, _ = make()
+    for i in range(50):
+        state.on_heartbeat(
+            hb(
+                host=f"h{i:03d}",
+                sessions=[
+                    SessionSnapshot(
+                        name=f"s{j}", runtime_configured="stub", runtime_observed="stub"
+                    )
+                    for j in range(3)
+                ],
+            )
+        )
+    seen = []
+    cursor: int | None = 0
+    first = None
+    while cursor is not None:
+        page = ps_page(state, PsRequest(cursor=cursor, limit=10), 1000)
+        first = first or page
+        seen += [(r.host, r.session.name) for r in page.rows if r.session]
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == 150
+    assert first is not None and first.total == 150
+    assert first.hosts_by_state["ok"] == 50

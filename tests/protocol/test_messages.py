@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import pytest
+
+from protocol import DecodeError, decode, encode
+from protocol.api import ApiError, ErrorCode, Flag, HostState, PsReply, PsRow
+from protocol.events import Event, EventLink, LinkType, SourceKind
+from protocol.heartbeat import (
+    BootEnabled,
+    Heartbeat,
+    PaneState,
+    SessionKind,
+    SessionSnapshot,
+    SessionState,
+)
+from protocol.lifecycle import Lifecycle, LifecycleKind
+
+SNAP = SessionSnapshot(
+    name="coder",
+    runtime_configured="claude",
+    runtime_observed="stub",
+    kind=SessionKind.EPHEMERAL,
+    pane=PaneState.ALIVE,
+    pid=1234,
+    state=SessionState.WORKING,
+    state_since=1700000000.5,
+    last_output_at=1700000001.0,
+    boot_enabled=BootEnabled.NO,
+    restarts=2,
+)
+HB = Heartbeat(
+    tenant="acme",
+    host="h1",
+    boot_id="b1",
+    seq=7,
+    sent_at=1700000002.0,
+    interval_s=5.0,
+    agent_version="0.1.0",
+    sessions=[SNAP],
+)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        HB,
+        Lifecycle(
+            tenant="acme",
+            host="h1",
+            boot_id="b1",
+            event=LifecycleKind.SHUTDOWN,
+            sent_at=1.0,
+            agent_version="0.1.0",
+        ),
+        Event(
+            tenant="acme",
+            host="h1",
+            session="coder",
+            boot_id="b1",
+            seq=1,
+            ts=1.0,
+            event_type="run.completed",
+            summary="done",
+            source_kind=SourceKind.SYSTEM,
+            payload={"nested": {"a": [1, 2]}},
+            links=[EventLink(type=LinkType.SUPERSEDES, target="k1")],
+        ),
+        ApiError(code=ErrorCode.BAD_REQUEST, message="nope"),
+    ],
+)
+def test_round_trip(message: object) -> None:
+    data = encode(message)
+    assert decode(data, type(message)) == message
+    assert b'"schema_version":1' in data
+
+
+def test_one_decode_dispatches_on_the_tag() -> None:
+    reply = PsReply(
+        rows=[
+            PsRow(
+                tenant="acme",
+                host="h1",
+                host_state=HostState.OK,
+                heartbeat_age_s=1.0,
+                session=SNAP,
+                flags=[Flag.DRIFT],
+            )
+        ],
+        total=1,
+        next_cursor=None,
+    )
+    assert decode(encode(reply), PsReply | ApiError) == reply
+    err = ApiError(code=ErrorCode.INTERNAL, message="x")
+    assert decode(encode(err), PsReply | ApiError) == err
+
+
+def test_drift_is_configured_vs_observed() -> None:
+    assert SNAP.drift
+    same = SessionSnapshot(name="a", runtime_configured="stub", runtime_observed="stub")
+    assert not same.drift
+    unknown = SessionSnapshot(name="a", runtime_configured="stub", runtime_observed=None)
+    assert not unknown.drift
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xfe garbage",
+        b"{}",
+        b"[1,2,3]",
+        b'{"msg":"heartbeat","tenant":"acme"}',
+        b'{"msg":"lifecycle","tenant":"acme","host":"h1","boot_id":"b","event":"startup",'
+        b'"sent_at":1,"agent_version":"x"}',
+        encode(HB).replace(b'"host":"h1"', b'"host":"h.1"'),
+        encode(HB).replace(b'"seq":7', b'"seq":-1'),
+        encode(HB).replace(b'"interval_s":5.0', b'"interval_s":0'),
+    ],
+)
+def test_bad_heartbeats_raise_one_error_type(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode(data, Heartbeat)
