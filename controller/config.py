@@ -30,7 +30,7 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
     restart_grace_s: float = 15.0
     persist_interval_s: float = 2.0
     api_queue: str = "fleet-controller"
-    page_limit: int = 2000
+    page_limit: int = 1000
 
     @property
     def data_path(self) -> Path:

@@ -46,7 +46,7 @@ class PsRequest(Message, frozen=True, tag="ps.request"):
     state: str | None = None  # host state or session state to keep
     problems: bool = False  # only rows with a problem (host not ok, or any flag)
     cursor: int = 0  # index of the first row of this page
-    limit: int = 2000
+    limit: int = 1000
 
 
 class HostRow(msgspec.Struct, frozen=True, kw_only=True):
