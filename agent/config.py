@@ -52,6 +52,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     poll_interval_s: float = 1.0
     window_width: int = 200
     window_height: int = 50
+    outbox_max_events: int = 100_000
     runtimes_dir: str | None = None  # extra runtime specs (*.toml) overriding the built-ins
     sessions: list[SessionSpec] = []
 

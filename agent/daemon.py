@@ -17,15 +17,20 @@ from nats.aio.client import Client
 
 from agent import natsconn
 from agent.bootunit import BootUnits
+from agent.capture import CaptureSet, log_path, pipe_command, to_event
 from agent.config import AgentConfig, SessionSpec
 from agent.heartbeat import HeartbeatClock, jittered
+from agent.outbox import Outbox, OutboxFull
 from agent.procs import ProcessTable
+from agent.publisher import Wakeup, publish_forever
 from agent.runtimes import RuntimeSpec, load_runtimes
-from agent.sessions import Screen, SessionTable
+from agent.sessions import Screen, SessionTable, StateChange
 from agent.signals import ExitFlags, watch_signals
 from agent.tmux import TMUX_CONF, Pane, Tmux
 from agent.version import VERSION
 from protocol import encode, subjects
+from protocol.emission import DEFAULT_BEGIN, DEFAULT_END
+from protocol.events import Event, SourceKind
 from protocol.heartbeat import BootEnabled, SessionKind, SessionSnapshot
 from protocol.lifecycle import Lifecycle, LifecycleKind
 
@@ -63,6 +68,11 @@ class HostAgent:
         self.boot_units = BootUnits()
         self.snapshots: list[SessionSnapshot] = []
         self._refresh_lock = anyio.Lock()
+        self.outbox = Outbox(
+            config.state_path / "outbox.db", self.clock.boot_id, config.outbox_max_events
+        )
+        self.capture = CaptureSet(config.state_path / "logs")
+        self.wakeup = Wakeup()
 
     # -- life -------------------------------------------------------------------------------
     async def serve(self, install_signal_handlers: bool = True) -> None:
@@ -86,6 +96,8 @@ class HostAgent:
         extra = Path(self.config.runtimes_dir) if self.config.runtimes_dir else None
         self.runtimes = load_runtimes(extra)
         self.table = SessionTable(list(self.config.sessions), self.runtimes)
+        self.capture.logs_dir.mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(self.outbox.open)
         self.nc = await natsconn.connect(
             self.config.nats,
             name=f"fleet-agent {self.config.tenant}/{self.host}",
@@ -119,12 +131,14 @@ class HostAgent:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._heartbeat_loop)
             tg.start_soon(self._poll_loop)
+            tg.start_soon(publish_forever, self.outbox, lambda: self.nc, self.wakeup)
             await self.flags.should_exit.wait()
             tg.cancel_scope.cancel()
 
     async def shutdown(self) -> None:
         nc, self.nc = self.nc, None
         if nc is None:
+            self.outbox.close()
             return
         with anyio.move_on_after(SHUTDOWN_FLUSH_S):
             if nc.is_connected:
@@ -132,6 +146,7 @@ class HostAgent:
                 await nc.flush()
         with anyio.move_on_after(SHUTDOWN_FLUSH_S):
             await nc.close()
+        self.outbox.close()
         log.info("host agent %s/%s stopped", self.config.tenant, self.host)
 
     # -- sessions ---------------------------------------------------------------------------
@@ -173,11 +188,88 @@ class HostAgent:
             boot: dict[str, BootEnabled] = {}
             for spec in self.config.sessions:
                 boot[spec.name] = await self.boot_units.state(spec.unit)
-            snapshots, changes = self.table.update(panes, procs, screens, boot, time.time())
-            for change in changes:
-                log.info("session %s: %s -> %s", change.session, change.old.value, change.new.value)
+            now = time.time()
+            snapshots, changes = self.table.update(panes, procs, screens, boot, now)
             self.snapshots = snapshots
+            await self._ensure_pipes(panes)
+            await self._collect_events(changes, now)
             return snapshots
+
+    async def _ensure_pipes(self, panes: list[Pane]) -> None:
+        first: dict[str, Pane] = {}
+        for pane in sorted(panes, key=lambda p: (p.session, p.window_index, p.pane_index)):
+            first.setdefault(pane.session, pane)
+        for name, pane in first.items():
+            if name in self.table.skipped_names:  # type: ignore[union-attr]
+                continue
+            spec = self.table.spec(name) if self.table else None
+            runtime = self.runtimes.get(spec.runtime if spec else "")
+            begin = runtime.events_begin if runtime else DEFAULT_BEGIN
+            end = runtime.events_end if runtime else DEFAULT_END
+            if name not in self.capture.logs:
+                persisted = await anyio.to_thread.run_sync(self.outbox.offset, name)
+                self.capture.track(name, begin, end, persisted)
+            if not pane.piped and not pane.dead:
+                path = log_path(self.capture.logs_dir, name)
+                await self.tmux.pipe_to(pane.pane_id, pipe_command(path))
+
+    def _state_event(self, change: StateChange) -> Event:
+        match = change.match
+        return Event(
+            tenant=self.config.tenant,
+            host=self.host,
+            session=change.session,
+            boot_id=self.clock.boot_id,
+            seq=0,
+            ts=change.at,
+            event_type="session.state",
+            summary=f"{change.session}: {change.old.value} -> {change.new.value}",
+            source_kind=SourceKind.SYSTEM,
+            provenance="screen",
+            payload={
+                "old": change.old.value,
+                "new": change.new.value,
+                "rule": match.rule if match else None,
+                "line": match.line if match else None,
+            },
+        )
+
+    async def _collect_events(self, changes: list[StateChange], now: float) -> None:
+        for change in changes:
+            log.info("session %s: %s -> %s", change.session, change.old.value, change.new.value)
+        states = [self._state_event(c) for c in changes]
+        if states:
+            await anyio.to_thread.run_sync(lambda: self.outbox.append(states, droppable=True))
+        before = self.capture.offsets()
+        results = await anyio.to_thread.run_sync(self.capture.read_all, now)
+        drafts = [
+            to_event(
+                r,
+                tenant=self.config.tenant,
+                host=self.host,
+                session=name,
+                boot_id=self.clock.boot_id,
+                ts=now,
+            )
+            for name, rs in results.items()
+            for r in rs
+        ]
+        after = self.capture.offsets()
+        changed = {k: v for k, v in after.items() if before.get(k) != v}
+        if not drafts and not changed:
+            if states:
+                self.wakeup.set()
+            return
+        try:
+            await anyio.to_thread.run_sync(lambda: self.outbox.append(drafts, changed))
+        except OutboxFull as exc:
+            # Hold the output back in the pane logs until the outbox drains.
+            for name, (_, offset) in before.items():
+                self.capture.logs[name].rewind(offset)
+            self.outbox.bump("held_back_full")
+            log.warning("%s; pane output waits in the logs", exc)
+            return
+        self.wakeup.set()
 
     async def _capture_screens(self, panes: list[Pane]) -> dict[str, Screen]:
         screens: dict[str, Screen] = {}

@@ -153,9 +153,9 @@ class Stub:
         self.term.lines(f"run {run.id} started: {_shown(task.text)}")
         if self.config.emit == "malformed":
             self._emit_malformed(run)
-        self._emit(run, "run.started", f"run started: {_shown(task.text)}", prompt=task.text)
+        # The prompt as sent, directive included: what the controller matches a `send` to.
+        self._emit(run, "run.started", f"run started: {_shown(task.text)}", prompt=task.prompt)
         if task.confirm and not self._confirm(run):
-            self.term.title(f"stub:{self._title_name} working")
             self._finish(run, "declined", f"declined: {_shown(task.text)}")
             return
         self.term.title(f"stub:{self._title_name} working")
@@ -365,27 +365,25 @@ def _env_flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 86400:
-        raise ValueError(text)
-    return value
+def _bounded(kind: type[float] | type[int], low: float, high: float) -> Any:
+    def convert(text: str) -> float | int:
+        value = kind(text)
+        if not low <= value <= high:
+            raise ValueError(text)
+        return value
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 1000:
-        raise ValueError(text)
-    return value
+    convert.__name__ = kind.__name__  # argparse names the type in its error message
+    return convert
 
 
 def parse_args(argv: list[str] | None, env: Mapping[str, str]) -> StubConfig:
     """Flags override ``FLEET_STUB_*`` variables, which a roster can set per session."""
     p = argparse.ArgumentParser(prog="fleet-agent stub", description=__doc__.split("\n\n")[0])
-    p.add_argument("--work-seconds", type=_non_negative,
+    p.add_argument("--work-seconds", type=_bounded(float, 0, 86400),
                    default=env.get(f"{ENV_PREFIX}WORK_SECONDS", "3"),
                    help="seconds a run works (env FLEET_STUB_WORK_SECONDS; default 3)")
-    p.add_argument("--steps", type=_positive_int, default=env.get(f"{ENV_PREFIX}STEPS", "3"),
+    p.add_argument("--steps", type=_bounded(int, 1, 1000),
+                   default=env.get(f"{ENV_PREFIX}STEPS", "3"),
                    help="progress steps per run (env FLEET_STUB_STEPS; default 3)")
     p.add_argument("--emit", choices=EMIT_MODES, default=env.get(f"{ENV_PREFIX}EMIT", "all"),
                    help="emission blocks to print (env FLEET_STUB_EMIT; default all)")

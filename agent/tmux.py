@@ -28,6 +28,7 @@ _FIELDS = (
     "pane_title",
     "pane_width",
     "pane_height",
+    "pane_pipe",
 )
 _SEP = "\x1f"
 _FORMAT = _SEP.join(f"#{{{f}}}" for f in _FIELDS)
@@ -59,6 +60,7 @@ class Pane:
     title: str
     width: int
     height: int
+    piped: bool
 
 
 def _int(value: str) -> int | None:
@@ -89,6 +91,7 @@ def parse_list_panes(output: str) -> list[Pane]:
                 title=f["pane_title"],
                 width=_int(f["pane_width"]) or 0,
                 height=_int(f["pane_height"]) or 0,
+                piped=f["pane_pipe"] == "1",
             )
         )
     return panes
@@ -158,6 +161,10 @@ class Tmux:
 
     async def respawn(self, name: str) -> None:
         await self.run("respawn-pane", "-k", "-t", f"={name}:")
+
+    async def pipe_to(self, pane_id: str, shell_command: str) -> None:
+        """Append the pane's output to a command's stdin (`pipe-pane -o`: only if unpiped)."""
+        await self.run("pipe-pane", "-o", "-t", pane_id, shell_command)
 
     async def kill_session(self, name: str) -> None:
         await self.run("kill-session", "-t", f"={name}")

@@ -52,10 +52,10 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def run_client(fn: Any, nats_url: str | None) -> Any:
+def run_client(fn: Any, nats_url: str | None, deadline: float | None = CLI_DEADLINE_S) -> Any:
     async def main() -> Any:
         settings = resolve_settings(nats_url)
-        with anyio.fail_after(CLI_DEADLINE_S):
+        with anyio.fail_after(deadline):
             async with ControllerClient(settings) as client:
                 return await fn(client)
 
@@ -66,8 +66,10 @@ def run_client(fn: Any, nats_url: str | None) -> Any:
     except TimeoutError:
         fail(
             f"no answer from the controller at {','.join(resolve_settings(nats_url).servers)} "
-            f"within {CLI_DEADLINE_S:.0f}s"
+            f"within {deadline or 0:.0f}s"
         )
+    except ValueError as exc:  # a bad id or argument, caught before anything was sent
+        fail(str(exc))
 
 
 @app.command()
@@ -191,4 +193,8 @@ def controller_run(
 
 
 def main() -> None:
+    from controller.cli_events import events_app, store_app
+
+    app.add_typer(events_app, name="events")
+    app.add_typer(store_app, name="store")
     app()

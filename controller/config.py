@@ -9,6 +9,7 @@ import msgspec
 import platformdirs
 
 from agent.natsconn import NatsSettings
+from controller.ingest import StreamSettings
 from protocol.ids import IdError, validate_tenant
 
 
@@ -31,6 +32,7 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
     persist_interval_s: float = 2.0
     api_queue: str = "fleet-controller"
     page_limit: int = 1000
+    streams: StreamSettings = StreamSettings()
 
     @property
     def data_path(self) -> Path:

@@ -20,13 +20,24 @@ from agent import natsconn
 from agent.signals import ExitFlags, watch_signals
 from agent.version import VERSION
 from controller.config import ControllerConfig
+from controller.events_api import EventsApi
+from controller.ingest import Ingest, replay
 from controller.ratelog import RateLimitedLog
 from controller.service import ApiService
 from controller.state import FleetState, HostEntry, Transition
 from controller.statedb import StateDB
+from controller.store import EventStore
 from controller.views import ps_page
 from protocol import DecodeError, decode, subjects
 from protocol.api import PsReply, PsRequest, StatusReply, StatusRequest
+from protocol.events import Event
+from protocol.events_api import (
+    EventLinkRequest,
+    EventShowRequest,
+    EventsSearchRequest,
+    EventsTailRequest,
+    RebuildRequest,
+)
 from protocol.heartbeat import Heartbeat
 from protocol.lifecycle import Lifecycle
 from protocol.subjects import SubjectError
@@ -47,6 +58,21 @@ class Controller:
         self.api = ApiService(config.api_queue)
         self.api.route("ps", PsRequest, self._ps)
         self.api.route("status", StatusRequest, self._status)
+        self.store = EventStore(config.data_path / "events.db")
+        self.ingest_lock = anyio.Lock()
+        self.ingest = Ingest(
+            self.store,
+            list(config.tenants),
+            config.streams,
+            on_stored=self._on_stored,
+            counters=self.state.counters,
+        )
+        self.events = EventsApi(self.store, self._replay_all, self.ingest_lock)
+        self.api.route("events.search", EventsSearchRequest, self.events.search)
+        self.api.route("events.tail", EventsTailRequest, self.events.tail)
+        self.api.route("events.show", EventShowRequest, self.events.show)
+        self.api.route("events.link", EventLinkRequest, self.events.link)
+        self.api.route("store.rebuild", RebuildRequest, self.events.rebuild)
         self.nc: Client | None = None
         self.started_at = time.time()
         self._subs: list[Subscription] = []
@@ -85,7 +111,10 @@ class Controller:
         restored = self.db.load_hosts()
         self.state = FleetState(grace_s=self.config.restart_grace_s)
         self.state.restore(restored)
+        self.ingest.counters = self.state.counters
+        await anyio.to_thread.run_sync(self.store.open)
         self.nc = await natsconn.connect(self.config.nats, name="fleet-controller")
+        await self.ingest.setup(self.nc.jetstream())
         for tenant in self.config.tenants:
             self._subs.append(
                 await self.nc.subscribe(subjects.all_heartbeats(tenant), cb=self._on_heartbeat)
@@ -106,6 +135,7 @@ class Controller:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._liveness_loop)
             tg.start_soon(self._persist_loop)
+            tg.start_soon(self.ingest.run, self.nc.jetstream(), self.ingest_lock)
             await self.flags.should_exit.wait()
             tg.cancel_scope.cancel()
 
@@ -122,6 +152,7 @@ class Controller:
             with anyio.move_on_after(SHUTDOWN_STEP_S):
                 await nc.close()
         self.db.close()
+        self.store.close()
         log.info("controller stopped")
 
     # -- intake -----------------------------------------------------------------------------
@@ -201,6 +232,20 @@ class Controller:
         if entries or transitions:
             self.db.save(entries, transitions)
 
+    # -- events -----------------------------------------------------------------------------
+    async def _on_stored(self, events: list[Event], ids: list[int | None]) -> None:
+        return None
+
+    async def _replay_all(self) -> tuple[list[Event], list[float]]:
+        assert self.nc is not None
+        events: list[Event] = []
+        stamps: list[float] = []
+        for tenant in self.config.tenants:
+            got, at = await replay(self.nc.jetstream(), tenant)
+            events += got
+            stamps += at
+        return events, stamps
+
     # -- API --------------------------------------------------------------------------------
     async def _ps(self, req: PsRequest) -> PsReply:
         return ps_page(self.state, req, self.config.page_limit)
@@ -211,5 +256,5 @@ class Controller:
             started_at=self.started_at,
             tenants=list(self.config.tenants),
             hosts=len(self.state.hosts),
-            counters=dict(self.state.counters),
+            counters={**self.state.counters, "sequence_gaps": self.store.total_gaps()},
         )

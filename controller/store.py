@@ -147,15 +147,24 @@ class EventStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def insert_many(self, events: Sequence[Event], received_at: float) -> list[int | None]:
+    def insert_many(
+        self, events: Sequence[Event], received_at: float | Sequence[float]
+    ) -> list[int | None]:
         """Store a batch in one transaction; per event, its new row id or None if a duplicate.
 
         A duplicate is an event whose (tenant, host, boot_id, seq) or (tenant,
         idempotency_key) is already stored, including earlier in the same batch. A
         duplicate's links are dropped with it: the first copy's links stand.
         """
+        if isinstance(received_at, float | int):
+            stamps: Sequence[float] = [float(received_at)] * len(events)
+        else:
+            stamps = received_at
         with self._write() as conn:
-            return [insert_event(conn, event, received_at) for event in events]
+            return [
+                insert_event(conn, event, float(stamp))
+                for event, stamp in zip(events, stamps, strict=True)
+            ]
 
     def rebuild(
         self, events: Iterable[Event], received_at: float | Callable[[Event], float]

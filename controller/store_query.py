@@ -13,63 +13,15 @@ import msgspec
 
 from controller.store_schema import EVENT_COLUMNS, StoreError
 from protocol.events import LinkType, Severity, SourceKind
+from protocol.events_api import SeqGap, StoredEvent, StoredLink
+
+__all__ = ["SeqGap", "StoreQueryError", "StoredEvent", "StoredLink"]
 
 MAX_LIMIT: Final = 10_000
 
 
 class StoreQueryError(StoreError, ValueError):
     """A read was asked for with arguments the store cannot run (bad FTS syntax, bad limit)."""
-
-
-class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One row of the events table, with its JSON columns decoded."""
-
-    id: int
-    tenant: str
-    host: str
-    session: str
-    boot_id: str
-    seq: int
-    ts: float
-    received_at: float
-    event_type: str
-    summary: str
-    tags: list[str]
-    payload: dict[str, Any]
-    severity: Severity
-    confidence: float | None
-    provenance: str | None
-    source_kind: SourceKind
-    idempotency_key: str
-    dedupe_key: str | None
-    attention_candidate: bool
-    operator_action_required: bool
-    risk_detected: bool
-    artifact_refs: list[str]
-    run_id: str | None
-
-
-class StoredLink(msgspec.Struct, frozen=True, kw_only=True):
-    """A typed edge. ``to_event`` is None while the target (``to_key``) has not arrived."""
-
-    from_event: int
-    to_event: int | None
-    type: LinkType
-    created_by_event: int | None  # None: made by an operator
-    created_at: float
-    to_key: str | None = None  # set only on pending links
-
-
-class SeqGap(msgspec.Struct, frozen=True, kw_only=True):
-    """Sequence accounting for one host boot; see ``EventStore.gaps`` for the definition."""
-
-    tenant: str
-    host: str
-    boot_id: str
-    min_seq: int
-    max_seq: int
-    stored: int
-    missing: int
 
 
 _E_COLUMNS: Final = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))

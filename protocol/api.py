@@ -31,6 +31,8 @@ class Flag(str, Enum):
 
 class ErrorCode(str, Enum):
     BAD_REQUEST = "bad_request"
+    BAD_QUERY = "bad_query"
+    NOT_FOUND = "not_found"
     UNKNOWN_VERB = "unknown_verb"
     INTERNAL = "internal"
 

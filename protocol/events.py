@@ -7,6 +7,7 @@ The controller stores them in the events table, one row per (host, boot_id, seq)
 
 from __future__ import annotations
 
+import hashlib
 from enum import Enum
 from typing import Annotated, Any
 
@@ -93,3 +94,10 @@ class Event(Message, frozen=True, tag="event"):
     artifact_refs: list[str] = []
     run_id: str | None = None
     links: list[EventLink] = []
+
+
+def derived_boot_id(key: str) -> str:
+    """boot_id for events the controller derives (synthesized, validation errors of stream
+    messages): stable for a given idempotency key, so a replay derives the same row. Such
+    events carry seq 0, which sequence-gap accounting ignores."""
+    return "s" + hashlib.sha256(key.encode()).hexdigest()[:15]

@@ -107,7 +107,8 @@ def event_stream_name(tenant: str) -> str:
 
 
 def controller_api(verb: str) -> str:
-    return f"{ROOT}.{CTL}.{validate_id(verb, 'verb')}"
+    """`fleet.ctl.<verb>`; a verb may be dotted (`events.search`), each part one token."""
+    return ".".join([ROOT, CTL, *(validate_id(part, "verb") for part in verb.split("."))])
 
 
 def controller_api_all() -> str:
@@ -139,9 +140,9 @@ def parse(subject: str) -> Subject:
 def parse_controller_api(subject: str) -> str:
     """Return the verb of a controller API subject."""
     tokens = subject.split(".")
-    if len(tokens) != 3 or tokens[0] != ROOT or tokens[1] != CTL:
+    if len(tokens) < 3 or tokens[0] != ROOT or tokens[1] != CTL:
         raise SubjectError(f"not a controller API subject: {subject!r}")
-    return tokens[2]
+    return ".".join(tokens[2:])
 
 
 def msg_id(host: str, boot_id: str, seq: int) -> str:

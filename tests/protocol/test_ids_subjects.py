@@ -127,3 +127,5 @@ def test_controller_api_subjects() -> None:
     assert subjects.parse_controller_api("fleet.ctl.ps") == "ps"
     with pytest.raises(subjects.SubjectError):
         subjects.parse_controller_api("fleet.acme.ps")
+    assert subjects.controller_api("events.search") == "fleet.ctl.events.search"
+    assert subjects.parse_controller_api("fleet.ctl.events.search") == "events.search"

@@ -1,0 +1,190 @@
+"""The host agent's outbox: every event is on disk before it is sent, and leaves the disk
+only when JetStream has acknowledged it.
+
+One SQLite file per agent. It also holds the read offsets of the pane logs, written in the
+same transaction as the events parsed from them, so an agent crash can neither lose nor
+repeat output-derived events.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from protocol import encode, subjects
+from protocol.events import Event
+
+DEFAULT_MAX_EVENTS = 100_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT NOT NULL UNIQUE,
+    subject TEXT NOT NULL,
+    data BLOB NOT NULL,
+    session TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS offsets (
+    session TEXT PRIMARY KEY,
+    log TEXT NOT NULL,
+    offset INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    id: int
+    msg_id: str
+    subject: str
+    data: bytes
+
+
+class OutboxFull(Exception):
+    """The outbox holds ``max_events`` unsent events; the caller must hold back."""
+
+
+class Outbox:
+    def __init__(self, path: Path, boot_id: str, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        self.path = path
+        self.boot_id = boot_id
+        self.max_events = max_events
+        self.seq = 0
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._pending = 0
+
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: an acknowledged append must survive a power cut; the agent's whole promise.
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        self._pending = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        self._db = db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("outbox is not open")
+        return self._db
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def full(self) -> bool:
+        return self._pending >= self.max_events
+
+    def counter(self, name: str) -> int:
+        row = self.db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def bump(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.db.execute(
+                "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=value+?",
+                (name, n, n),
+            )
+
+    def append(
+        self,
+        drafts: Sequence[Event],
+        offsets: Mapping[str, tuple[str, int]] | None = None,
+        *,
+        droppable: bool = False,
+    ) -> list[Event]:
+        """Number the drafts (this boot's next seqs) and store them with the log offsets.
+
+        At the bound, ``droppable`` events (observations with no log behind them) are dropped
+        and counted; output-derived ones raise OutboxFull so the reader stops advancing its
+        offset and the output waits in the pane log instead.
+        """
+        if drafts and self._pending + len(drafts) > self.max_events:
+            if droppable:
+                self.bump("dropped_at_bound", len(drafts))
+                return []
+            raise OutboxFull(f"outbox holds {self._pending} events (max {self.max_events})")
+        events = []
+        rows = []
+        for draft in drafts:
+            self.seq += 1
+            event = msgspec.structs.replace(draft, boot_id=self.boot_id, seq=self.seq)
+            events.append(event)
+            rows.append(
+                (
+                    subjects.msg_id(event.host, event.boot_id, event.seq),
+                    subjects.event(event.tenant, event.host, event.session, event.event_type),
+                    encode(event),
+                    event.session,
+                    event.ts,
+                )
+            )
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO outbox (msg_id, subject, data, session, created_at)"
+                    " VALUES (?,?,?,?,?)",
+                    rows,
+                )
+                for session, (log, offset) in (offsets or {}).items():
+                    db.execute(
+                        "INSERT INTO offsets VALUES (?,?,?) ON CONFLICT(session) DO UPDATE"
+                        " SET log=excluded.log, offset=excluded.offset",
+                        (session, log, offset),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                self.seq -= len(drafts)
+                raise
+            self._pending += len(rows)
+        return events
+
+    def offset(self, session: str) -> tuple[str, int] | None:
+        row = self.db.execute(
+            "SELECT log, offset FROM offsets WHERE session=?", (session,)
+        ).fetchone()
+        return (row[0], int(row[1])) if row else None
+
+    def forget_offset(self, session: str) -> None:
+        with self._lock:
+            self.db.execute("DELETE FROM offsets WHERE session=?", (session,))
+
+    def peek(self, limit: int = 256) -> list[Pending]:
+        """The oldest unsent events, in the order they were appended."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT id, msg_id, subject, data FROM outbox ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [Pending(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def ack(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+            db.execute("COMMIT")
+            self._pending = max(0, self._pending - len(ids))

@@ -1,0 +1,254 @@
+"""From JetStream into the event store: one file-backed stream per tenant, one durable pull
+consumer, insert idempotently on (tenant, host, boot_id, seq), then ack.
+
+A crash between insert and ack only means the batch is delivered again; the store drops what
+it already holds. The stream is the log; the store is an index rebuilt from it on demand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+
+from controller.store import EventStore
+from protocol import DecodeError, decode, subjects
+from protocol.emission import excerpt
+from protocol.events import Event, Severity, SourceKind, derived_boot_id
+
+log = logging.getLogger(__name__)
+
+DURABLE = "fleet-store"
+FETCH_BATCH = 500
+FETCH_WAIT_S = 1.0
+
+
+class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
+    replicas: int = 1
+    max_age_days: float = 30.0
+    duplicate_window_s: float = 120.0
+    max_bytes: int = -1
+
+
+def stream_config(tenant: str, settings: StreamSettings) -> StreamConfig:
+    return StreamConfig(
+        name=subjects.event_stream_name(tenant),
+        subjects=[subjects.all_events(tenant)],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        max_age=settings.max_age_days * 86400,
+        duplicate_window=settings.duplicate_window_s,
+        num_replicas=settings.replicas,
+        max_bytes=settings.max_bytes,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, tenant: str, settings: StreamSettings) -> None:
+    config = stream_config(tenant, settings)
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        # Exists with another config (e.g. more replicas now): bring it in line.
+        await js.update_stream(config)
+
+
+def invalid_event(
+    msg_subject: str, stream_seq: int, stream: str, data: bytes, reason: str
+) -> Event:
+    """A stream message that is not a valid event becomes a validation_error, never nothing."""
+    tokens = msg_subject.split(".")
+    tenant = tokens[1] if len(tokens) > 1 else "unknown"
+    host = tokens[3] if len(tokens) > 3 else "unknown"
+    session = tokens[4] if len(tokens) > 4 else "unknown"
+    try:
+        subjects.parse(msg_subject)
+    except subjects.SubjectError:
+        host = session = "unknown"
+    key = f"invalid:{stream}:{stream_seq}"
+    return Event(
+        tenant=tenant,
+        host=host,
+        session=session,
+        boot_id=derived_boot_id(key),
+        seq=0,
+        ts=0.0,
+        event_type="validation_error",
+        summary=f"invalid event on {msg_subject}: {reason}"[:500],
+        source_kind=SourceKind.SYSTEM,
+        severity=Severity.WARNING,
+        idempotency_key=key,
+        provenance="controller ingest",
+        payload={
+            "reason": "invalid_event",
+            "detail": reason,
+            "excerpt": excerpt(data.decode("utf-8", errors="replace")),
+        },
+        tags=["validation_error", "invalid_event"],
+    )
+
+
+def event_from_message(
+    subject: str,
+    data: bytes,
+    headers: dict[str, str] | None,
+    stream: str,
+    stream_seq: int,
+    received_at: float,
+) -> Event:
+    try:
+        where = subjects.parse(subject)
+        event = decode(data, Event)
+        if (event.tenant, event.host, event.session) != (where.tenant, where.host, where.session):
+            raise DecodeError(
+                f"body names {event.tenant}/{event.host}/{event.session}, the subject "
+                f"{where.tenant}/{where.host}/{where.session}"
+            )
+        if where.event_type != subjects.event_type_token(event.event_type):
+            raise DecodeError(f"subject type {where.event_type!r} but body {event.event_type!r}")
+        msg_id = (headers or {}).get("Nats-Msg-Id")
+        if (
+            event.seq > 0
+            and msg_id
+            and msg_id != subjects.msg_id(event.host, event.boot_id, event.seq)
+        ):
+            raise DecodeError(f"Nats-Msg-Id {msg_id!r} does not match the event's boot and seq")
+        return event
+    except (subjects.SubjectError, DecodeError, ValueError) as exc:
+        bad = invalid_event(subject, stream_seq, stream, data, str(exc))
+        return msgspec.structs.replace(bad, ts=received_at)
+
+
+StoredHook = Callable[[Sequence[Event], Sequence[int | None]], Awaitable[None]]
+
+
+@dataclass
+class Ingest:
+    store: EventStore
+    tenants: list[str]
+    settings: StreamSettings
+    on_stored: StoredHook | None = None
+    counters: dict[str, int] | None = None
+
+    def count(self, name: str, n: int = 1) -> None:
+        if self.counters is not None:
+            self.counters[name] = self.counters.get(name, 0) + n
+
+    async def setup(self, js: JetStreamContext) -> None:
+        for tenant in self.tenants:
+            await ensure_stream(js, tenant, self.settings)
+
+    async def run(self, js: JetStreamContext, pause: anyio.Lock) -> None:
+        async with anyio.create_task_group() as tg:
+            for tenant in self.tenants:
+                tg.start_soon(self._consume, js, tenant, pause)
+
+    async def _consume(self, js: JetStreamContext, tenant: str, pause: anyio.Lock) -> None:
+        stream = subjects.event_stream_name(tenant)
+        psub = await js.pull_subscribe(
+            subjects.all_events(tenant),
+            durable=DURABLE,
+            stream=stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.ALL,
+                deliver_policy=DeliverPolicy.ALL,
+                max_ack_pending=FETCH_BATCH * 4,
+                ack_wait=30,
+            ),
+        )
+        try:
+            while True:
+                try:
+                    msgs = await psub.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
+                except NatsTimeoutError:
+                    continue
+                except Exception as exc:  # disconnected, consumer gone: wait and retry
+                    log.warning("fetching events for %s failed: %s", tenant, exc)
+                    await anyio.sleep(1.0)
+                    continue
+                if not msgs:
+                    continue
+                try:
+                    async with pause:  # held by a rebuild
+                        await self._store(msgs, stream)
+                except Exception:
+                    # Not acked: the batch comes again after ack_wait; the store dedupes.
+                    log.exception("storing %d events of %s failed", len(msgs), tenant)
+                    await anyio.sleep(1.0)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await psub.unsubscribe()
+
+    async def _store(self, msgs: list[Msg], stream: str) -> None:
+        events = []
+        stamps = []
+        for msg in msgs:
+            meta = msg.metadata
+            received = meta.timestamp.timestamp() if meta.timestamp else 0.0
+            stamps.append(received)
+            event = event_from_message(
+                msg.subject, msg.data, msg.headers, stream, meta.sequence.stream, received
+            )
+            if event.event_type == "validation_error" and event.provenance == "controller ingest":
+                self.count("invalid_events")
+            events.append(event)
+        ids = await anyio.to_thread.run_sync(self.store.insert_many, events, stamps)
+        self.count("events_stored", sum(1 for i in ids if i is not None))
+        self.count("events_duplicate", sum(1 for i in ids if i is None))
+        if self.on_stored is not None:
+            await self.on_stored(events, ids)
+        # AckPolicy.ALL: acking the last message acknowledges the whole batch.
+        await msgs[-1].ack()
+
+
+async def replay(js: JetStreamContext, tenant: str) -> tuple[list[Event], list[float]]:
+    """Every message of a tenant's stream, in stream order, as events (for rebuild)."""
+    stream = subjects.event_stream_name(tenant)
+    info = await js.stream_info(stream)
+    last = info.state.last_seq
+    events: list[Event] = []
+    stamps: list[float] = []
+    if info.state.messages == 0:
+        return events, stamps
+    psub = await js.pull_subscribe(
+        subjects.all_events(tenant),
+        stream=stream,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60
+        ),
+    )
+    try:
+        done = False
+        while not done:
+            try:
+                msgs = await psub.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
+            except NatsTimeoutError:
+                break
+            for msg in msgs:
+                meta = msg.metadata
+                received = meta.timestamp.timestamp() if meta.timestamp else 0.0
+                events.append(
+                    event_from_message(
+                        msg.subject, msg.data, msg.headers, stream, meta.sequence.stream, received
+                    )
+                )
+                stamps.append(received)
+                if meta.sequence.stream >= last:
+                    done = True
+    finally:
+        await psub.unsubscribe()
+    return events, stamps
