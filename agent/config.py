@@ -11,6 +11,7 @@ import msgspec
 import platformdirs
 
 from agent.natsconn import NatsSettings
+from agent.tomlout import dump_struct
 from protocol.heartbeat import DEFAULT_INTERVAL_S, SessionKind
 from protocol.ids import (
     IdError,
@@ -107,46 +108,4 @@ def load(path: Path) -> AgentConfig:
 
 def dump(config: AgentConfig) -> str:
     """Render a config as TOML (used by `fleet up` and `fleet deploy`)."""
-    return _to_toml(msgspec.to_builtins(config))
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return msgspec.json.encode(value).decode()  # JSON strings are valid TOML basic strings
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return (
-            "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-        )
-    raise TypeError(f"cannot render {value!r} as TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
-
-
-def _to_toml(data: dict[str, object]) -> str:
-    lines: list[str] = []
-    tables: list[str] = []
-    for key, value in data.items():
-        if value is None:
-            continue
-        if isinstance(value, dict) and key == "nats":
-            tables.append(f"\n[{key}]")
-            tables.extend(
-                f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None
-            )
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            for item in value:
-                tables.append(f"\n[[{key}]]")
-                tables.extend(
-                    f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items() if v is not None
-                )
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    return "\n".join(lines + tables) + "\n"
+    return dump_struct(config)

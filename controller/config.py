@@ -9,7 +9,9 @@ import msgspec
 import platformdirs
 
 from agent.natsconn import NatsSettings
+from agent.tomlout import dump_struct
 from controller.ingest import StreamSettings
+from controller.synthesis import SynthesisConfig
 from protocol.ids import IdError, validate_tenant
 
 
@@ -33,6 +35,7 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
     api_queue: str = "fleet-controller"
     page_limit: int = 1000
     streams: StreamSettings = StreamSettings()
+    synthesis: SynthesisConfig = SynthesisConfig()
 
     @property
     def data_path(self) -> Path:
@@ -63,3 +66,7 @@ def load(path: Path) -> ControllerConfig:
         return validate(msgspec.convert(raw, ControllerConfig))
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def dump(config: ControllerConfig) -> str:
+    return dump_struct(config)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 from nats.aio.client import Client
@@ -27,6 +27,7 @@ from controller.service import ApiService
 from controller.state import FleetState, HostEntry, Transition
 from controller.statedb import StateDB
 from controller.store import EventStore
+from controller.synth_runner import SynthesisRunner, relink
 from controller.views import ps_page
 from protocol import DecodeError, decode, subjects
 from protocol.api import PsReply, PsRequest, StatusReply, StatusRequest
@@ -67,7 +68,13 @@ class Controller:
             on_stored=self._on_stored,
             counters=self.state.counters,
         )
-        self.events = EventsApi(self.store, self._replay_all, self.ingest_lock)
+        self.synthesis = SynthesisRunner(self.store, config.synthesis, self._publish_event)
+        self.events = EventsApi(
+            self.store,
+            self._replay_all,
+            self.ingest_lock,
+            lambda evs: relink(self.store, evs, config.synthesis),
+        )
         self.api.route("events.search", EventsSearchRequest, self.events.search)
         self.api.route("events.tail", EventsTailRequest, self.events.tail)
         self.api.route("events.show", EventShowRequest, self.events.show)
@@ -115,6 +122,7 @@ class Controller:
         await anyio.to_thread.run_sync(self.store.open)
         self.nc = await natsconn.connect(self.config.nats, name="fleet-controller")
         await self.ingest.setup(self.nc.jetstream())
+        await self.synthesis.warm()
         for tenant in self.config.tenants:
             self._subs.append(
                 await self.nc.subscribe(subjects.all_heartbeats(tenant), cb=self._on_heartbeat)
@@ -169,6 +177,7 @@ class Controller:
             self._warn.warning("hb", "malformed heartbeat on %s: %s", msg.subject, exc)
             return
         self._record(self.state.on_heartbeat(hb))
+        await self.synthesis.on_heartbeat(hb)
 
     async def _on_lifecycle(self, msg: Msg) -> None:
         try:
@@ -203,6 +212,7 @@ class Controller:
             await anyio.sleep(self.config.liveness_tick_s)
             for transition in self.state.tick():
                 self._record(transition)
+            await self.synthesis.tick()
 
     async def _persist_loop(self) -> None:
         while True:
@@ -233,8 +243,13 @@ class Controller:
             self.db.save(entries, transitions)
 
     # -- events -----------------------------------------------------------------------------
-    async def _on_stored(self, events: list[Event], ids: list[int | None]) -> None:
-        return None
+    async def _on_stored(self, events: Sequence[Event], ids: Sequence[int | None]) -> None:
+        await self.synthesis.on_stored(events, ids)
+
+    async def _publish_event(self, subject: str, data: bytes, msg_id: str) -> None:
+        if self.nc is None:
+            raise RuntimeError("not connected")
+        await self.nc.jetstream().publish(subject, data, headers={"Nats-Msg-Id": msg_id})
 
     async def _replay_all(self) -> tuple[list[Event], list[float]]:
         assert self.nc is not None

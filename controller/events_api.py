@@ -48,6 +48,7 @@ class EventsApi:
     store: EventStore
     replayer: Replayer
     pause: anyio.Lock
+    relinker: Callable[[list[Event]], int]
 
     async def search(self, req: EventsSearchRequest) -> EventsReply | ApiError:
         limit = max(1, min(req.limit, MAX_EVENTS_PER_REPLY))
@@ -116,6 +117,8 @@ class EventsApi:
             stored = await anyio.to_thread.run_sync(
                 lambda: self.store.rebuild(events, lambda e: stamp_of[id(e)])
             )
+            # Links synthesis made are not in the stream; derive them again.
+            await anyio.to_thread.run_sync(self.relinker, events)
         return RebuildReply(
             events=stored, stream_messages=len(events), took_s=round(time.monotonic() - start, 3)
         )

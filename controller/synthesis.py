@@ -3,7 +3,13 @@
 Pure logic: the daemon feeds it every stored event, every heartbeat snapshot and a clock
 tick, and stores what comes back (events, plus ``supersedes`` links when the real event
 turns up late). No I/O, no wall clock: time is always an argument, so tests and replays
-after a restart see the same results. Rules and key formats: docs/architecture.md.
+after a restart see the same results. Keys, provenance and event shapes are in
+``controller.synthesis_rules``.
+
+Memory: ``_open`` holds what is open per session (a run the screen shows, a grace period,
+unanswered tool calls, a working period in heartbeats) and drops a session once nothing
+is; ``_memos`` holds a few recent facts per session (unmatched run ends, our synthesized
+events) that a late real event needs. Both are LRU tables capped at ``max_sessions``.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class SynthesisConfig(msgspec.Struct, frozen=True):
 
 
 class Synthesizer:
+    # B008: the config is a frozen Struct, so one shared default instance is safe.
     def __init__(self, config: SynthesisConfig = SynthesisConfig()) -> None:  # noqa: B008
         self.config = config
         self.counters: dict[str, int] = dict.fromkeys(RULES, 0)
@@ -77,13 +84,14 @@ class Synthesizer:
         sk = (event.tenant, event.host, event.session)
         if is_synthesized(event):
             self._note(sk, event)
+            self._tidy(sk)
             return [], []
         kind = event.event_type
         if kind == "session.state":
             # Only the host agent reads screens; an agent emitting session.state is ignored.
             return (
                 (self._on_screen(sk, event), [])
-                if event.source_kind is SourceKind.SYSTEM
+                if event.source_kind == SourceKind.SYSTEM
                 else ([], [])
             )
         if kind == "tool_call":
@@ -363,7 +371,6 @@ class Synthesizer:
         entry.calls = [c for c in entry.calls if tool_result_key(sk, c.key) != record.key]
         if record.rule == STALE and record.since == entry.stale_period:
             entry.stale_done = True
-        self._tidy(sk)
 
     def _supersede(
         self, sk: SessionKey, real_key: str, match: Callable[[SynthRecord], bool]

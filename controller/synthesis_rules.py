@@ -1,7 +1,16 @@
-"""The pieces of the synthesis engine that hold no state: keys, records and event builders.
+"""The synthesis engine's parts: keys, event builders, matching rules, per-session shapes.
 
-Everything here is a pure function of its arguments, which is what makes a synthesized
-event byte-identical when a restarted controller replays the same inputs.
+The functions here are pure, which is what makes a synthesized event byte-identical when a
+restarted controller replays the same inputs; ``controller.synthesis`` holds the state.
+
+Idempotency keys (``<sk>`` is ``<tenant>:<host>:<session>``, ts printed with ``repr``):
+  run.completed  synth:run.completed:<sk>:run=<run_id>   or  ...:<sk>:idle@<idle ts>
+  stale          synth:stale:<sk>:<state_since of the working period>
+  tool_result    synth:tool_result:<sk>:<the tool_call's key>
+Provenance: ``screen:<old>-><new>``, ``no output for <N>s while working``,
+``tool_call without tool_result before <tool_call | run.completed | run.cancelled |
+run.error | screen:<old>-><new>>``. boot_id is ``s`` + sha256(key)[:15], seq is 0, ts is
+the signal's own time.
 """
 
 from __future__ import annotations
@@ -119,7 +128,7 @@ def event_key(event: Event) -> str:
 
 
 def is_synthesized(event: Event) -> bool:
-    if event.source_kind is not SourceKind.SYSTEM:
+    if event.source_kind != SourceKind.SYSTEM:  # != : in-process Structs may hold a str
         # An agent's own events are real even if it chose a key that looks like ours.
         return False
     return (event.provenance or "").startswith("synth") or (event.idempotency_key or "").startswith(

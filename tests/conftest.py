@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import pytest
 
 from agent.config import AgentConfig, SessionSpec, dump
 from agent.natsconn import NatsSettings
 from controller.config import ControllerConfig
+from controller.config import dump as dump_controller
 from controller.nats_embedded import EmbeddedNats
 
 T = TypeVar("T")
@@ -162,10 +162,7 @@ class Fleet:
 
     def start_controller(self, config: ControllerConfig) -> Proc:
         path = self.tmp / "controller.toml"
-        data = msgspec.to_builtins(config)
-        lines = [f"{k} = {json.dumps(v)}" for k, v in data.items() if k != "nats"]
-        lines += ["[nats]", f"servers = {json.dumps(config.nats.servers)}"]
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text(dump_controller(config))
         proc = Proc(
             [
                 str(BIN / "fleet"),

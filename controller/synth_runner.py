@@ -1,0 +1,120 @@
+"""Runs the synthesis engine inside the controller: feeds it stored events, heartbeats and
+ticks; publishes what it synthesizes into the tenant's stream (so the stream stays the whole
+log and a rebuild reproduces it); applies its `supersedes` links to the store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from controller.store import EventStore
+from controller.synthesis import LinkRequest, SynthesisConfig, Synthesizer
+from protocol import encode, subjects
+from protocol.events import Event
+from protocol.heartbeat import Heartbeat, SessionState
+
+log = logging.getLogger(__name__)
+
+WARM_WINDOW_S = 15 * 60
+WARM_LIMIT = 10_000
+
+Publish = Callable[[str, bytes, str], Awaitable[None]]
+
+
+class SynthesisRunner:
+    def __init__(self, store: EventStore, config: SynthesisConfig, publish: Publish) -> None:
+        self.store = store
+        self.engine = Synthesizer(config)
+        self.publish = publish
+        self._working: set[tuple[str, str, str]] = set()
+
+    async def warm(self) -> None:
+        """Replay the recent past, so a restart neither forgets an open grace period nor
+        synthesizes twice (the engine recognises its own stored events)."""
+        since = time.time() - WARM_WINDOW_S
+        recent = await anyio.to_thread.run_sync(
+            lambda: self.store.search(None, since=since, limit=WARM_LIMIT, order="asc")
+        )
+        for stored in recent:
+            event = Event(
+                tenant=stored.tenant,
+                host=stored.host,
+                session=stored.session,
+                boot_id=stored.boot_id,
+                seq=stored.seq,
+                ts=stored.ts,
+                event_type=stored.event_type,
+                summary=stored.summary,
+                source_kind=stored.source_kind,
+                tags=stored.tags,
+                payload=stored.payload,
+                severity=stored.severity,
+                confidence=stored.confidence,
+                provenance=stored.provenance,
+                idempotency_key=stored.idempotency_key,
+                run_id=stored.run_id,
+            )
+            made, links = self.engine.on_event(event)
+            await self._out(made, links)
+
+    async def on_stored(self, events: Sequence[Event], ids: Sequence[int | None]) -> None:
+        for event, row in zip(events, ids, strict=True):
+            if row is None:
+                continue  # a duplicate: the engine has seen it already
+            made, links = self.engine.on_event(event)
+            await self._out(made, links)
+
+    async def on_heartbeat(self, hb: Heartbeat) -> None:
+        now = time.time()
+        for snap in hb.sessions:
+            key = (hb.tenant, hb.host, snap.name)
+            # Only working sessions (and the first snapshot after one stops) matter to the
+            # stale rule; skipping the rest keeps 100k snapshots/s affordable.
+            if snap.state is SessionState.WORKING:
+                self._working.add(key)
+            elif key in self._working:
+                self._working.discard(key)
+            else:
+                continue
+            await self._out(self.engine.on_snapshot(hb.tenant, hb.host, snap, now), [])
+
+    async def tick(self) -> None:
+        await self._out(self.engine.tick(time.time()), [])
+
+    async def _out(self, made: list[Event], links: list[LinkRequest]) -> None:
+        for event in made:
+            key = event.idempotency_key or ""
+            try:
+                await self.publish(
+                    subjects.event(event.tenant, event.host, event.session, event.event_type),
+                    encode(event),
+                    key,
+                )
+            except Exception as exc:
+                log.warning("cannot publish synthesized %s: %s", key, exc)
+        if links:
+            await anyio.to_thread.run_sync(apply_links, self.store, links)
+
+
+def apply_links(store: EventStore, links: Sequence[LinkRequest]) -> int:
+    made = 0
+    for req in links:
+        source = store.find_by_key(req.from_key)
+        target = store.find_by_key(req.to_key)
+        if source is None or target is None:
+            log.debug("link %s -> %s: an end is not stored yet", req.from_key, req.to_key)
+            continue
+        made += store.link(source.id, target.id, req.type, created_by=source.id)
+    return made
+
+
+def relink(store: EventStore, events: Sequence[Event], config: SynthesisConfig) -> int:
+    """After a rebuild: the links synthesis made are derived again from the same events."""
+    engine = Synthesizer(config)
+    links: list[LinkRequest] = []
+    for event in events:
+        links += engine.on_event(event)[1]
+    return apply_links(store, links)
