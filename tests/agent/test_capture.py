@@ -10,7 +10,9 @@ from protocol.emission import DEFAULT_BEGIN, DEFAULT_END, Emitted, Invalid
 
 
 def block(n: int) -> bytes:
-    body = json.dumps({"event_type": "tool_call", "summary": f"call {n}", "idempotency_key": f"k{n}"})
+    body = json.dumps(
+        {"event_type": "tool_call", "summary": f"call {n}", "idempotency_key": f"k{n}"}
+    )
     return f"{DEFAULT_BEGIN}\r\n{body}\r\n{DEFAULT_END}\r\n".encode()
 
 
@@ -38,13 +40,16 @@ def test_split_block_and_safe_offset(tmp_path: Path) -> None:
     fresh = PaneLog("s", path, DEFAULT_BEGIN, DEFAULT_END, offset=log.safe_offset)
     assert keys(fresh.read(now=2.0)) == ["k2"]
     assert fresh.safe_offset == len(data)
-    assert log.read(now=2.0) and keys(PaneLog("s", path, DEFAULT_BEGIN, DEFAULT_END,
-                                              offset=len(data)).read(now=3.0)) == []
+    assert (
+        log.read(now=2.0)
+        and keys(PaneLog("s", path, DEFAULT_BEGIN, DEFAULT_END, offset=len(data)).read(now=3.0))
+        == []
+    )
 
 
 def test_unclosed_block_times_out_once(tmp_path: Path) -> None:
     path = tmp_path / "s.log"
-    path.write_bytes(f"{DEFAULT_BEGIN}\n{{\"event_type\": \"x\"\n".encode())
+    path.write_bytes(f'{DEFAULT_BEGIN}\n{{"event_type": "x"\n'.encode())
     log = PaneLog("s", path, DEFAULT_BEGIN, DEFAULT_END)
     assert log.read(now=0.0) == []
     [bad] = log.read(now=120.0)

@@ -13,8 +13,16 @@ from protocol.events import Event
 
 
 def draft(n: int, session: str = "s1") -> Event:
-    return Event(tenant="acme", host="h1", session=session, boot_id="x", seq=0, ts=float(n),
-                 event_type="tool_call", summary=f"call {n}")
+    return Event(
+        tenant="acme",
+        host="h1",
+        session=session,
+        boot_id="x",
+        seq=0,
+        ts=float(n),
+        event_type="tool_call",
+        summary=f"call {n}",
+    )
 
 
 def test_append_numbers_per_boot_and_survives_reopen(tmp_path: Path) -> None:

@@ -26,16 +26,19 @@ def tenant_id() -> str:
 
 
 def stub(name: str, work: str = "0.2") -> SessionSpec:
-    return SessionSpec(name=name, runtime="stub",
-                       env={"FLEET_STUB_WORK_SECONDS": work, "FLEET_STUB_STEPS": "2"})
+    return SessionSpec(
+        name=name, runtime="stub", env={"FLEET_STUB_WORK_SECONDS": work, "FLEET_STUB_STEPS": "2"}
+    )
 
 
 def send_prompts(socket: str, session: str, prompts: list[str]) -> None:
     for text in prompts:
-        subprocess.run(["tmux", "-L", socket, "send-keys", "-t", f"={session}:", "-l", text],
-                       check=True)
-        subprocess.run(["tmux", "-L", socket, "send-keys", "-t", f"={session}:", "Enter"],
-                       check=True)
+        subprocess.run(
+            ["tmux", "-L", socket, "send-keys", "-t", f"={session}:", "-l", text], check=True
+        )
+        subprocess.run(
+            ["tmux", "-L", socket, "send-keys", "-t", f"={session}:", "Enter"], check=True
+        )
 
 
 def emitted_keys(config: AgentConfig, session: str) -> list[str]:
@@ -65,15 +68,17 @@ def emitted(config: AgentConfig, session: str) -> tuple[list[str], int]:
 
 
 def stored(fleet: Fleet, tenant: str, session: str) -> list[dict[str, Any]]:
-    result = fleet.cli("events", "search", "--tenant", tenant, "--session", session,
-                       "--limit", "500", "--json")
+    result = fleet.cli(
+        "events", "search", "--tenant", tenant, "--session", session, "--limit", "500", "--json"
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     return sorted((r for r in rows if r["source_kind"] == "agent"), key=lambda r: r["id"])
 
 
-def all_stored(fleet: Fleet, tenant: str, config: AgentConfig, session: str, runs: int
-               ) -> list[dict[str, Any]]:
+def all_stored(
+    fleet: Fleet, tenant: str, config: AgentConfig, session: str, runs: int
+) -> list[dict[str, Any]]:
     """Wait until every emitted event of ``runs`` runs is stored; return the stored rows."""
 
     def done() -> list[dict[str, Any]] | None:
@@ -101,9 +106,15 @@ def test_emitted_events_are_searchable(fleet: Fleet, tmux_socket: str) -> None:
     wait_for(lambda: (config.state_path / "logs" / "coder.log").exists(), what="capture on")
     send_prompts(tmux_socket, "coder", ["polish the zeppelin"])
     rows = wait_for(
-        lambda: (r := fleet.cli("events", "search", "zeppelin", "--tenant", tenant, "--json"))
-        .stdout.count("\n") >= 2 and r,
-        timeout=20, what="search finds the run",
+        lambda: (
+            (
+                r := fleet.cli("events", "search", "zeppelin", "--tenant", tenant, "--json")
+            ).stdout.count("\n")
+            >= 2
+            and r
+        ),
+        timeout=20,
+        what="search finds the run",
     )
     found = [json.loads(line) for line in rows.stdout.splitlines()]
     types = {e["event_type"] for e in found}
@@ -145,22 +156,34 @@ def test_host_agent_kill9_and_restart_loses_and_repeats_nothing(
     fleet: Fleet, tmux_socket: str
 ) -> None:
     tenant = tenant_id()
-    noisy = SessionSpec(name="noisy", runtime="stub", env={
-        "FLEET_STUB_WORK_SECONDS": "0.1", "FLEET_STUB_STEPS": "2", "FLEET_STUB_EMIT": "malformed"})
+    noisy = SessionSpec(
+        name="noisy",
+        runtime="stub",
+        env={
+            "FLEET_STUB_WORK_SECONDS": "0.1",
+            "FLEET_STUB_STEPS": "2",
+            "FLEET_STUB_EMIT": "malformed",
+        },
+    )
     config = fleet.agent_config(tenant, "h1", tmux_socket, [stub("coder", "0.1"), noisy])
     fleet.start_controller(fleet.controller_config([tenant]))
     agent = fleet.start_agent(config)
     for name in ("coder", "noisy"):
-        wait_for(lambda n=name: (config.state_path / "logs" / f"{n}.log").exists(),
-                 what="capture on")
+        wait_for(
+            lambda n=name: (config.state_path / "logs" / f"{n}.log").exists(), what="capture on"
+        )
     runs = 12
     send_prompts(tmux_socket, "coder", [f"task {i}" for i in range(runs)])
     send_prompts(tmux_socket, "noisy", [f"task {i}" for i in range(runs)])
     wait_for(lambda: len(stored(fleet, tenant, "coder")) >= 4, what="some events stored")
     agent.kill()  # the stubs keep printing into the pane logs meanwhile
-    wait_for(lambda: len(emitted_keys(config, "coder")) >= runs * EVENTS_PER_RUN
-             and emitted(config, "noisy")[1] >= runs,
-             what="the stubs finished their runs")
+    wait_for(
+        lambda: (
+            len(emitted_keys(config, "coder")) >= runs * EVENTS_PER_RUN
+            and emitted(config, "noisy")[1] >= runs
+        ),
+        what="the stubs finished their runs",
+    )
     fleet.start_agent(config)
     rows = all_stored(fleet, tenant, config, "coder", runs)
     assert_exactly_once_in_order(rows, emitted_keys(config, "coder"))
@@ -169,8 +192,19 @@ def test_host_agent_kill9_and_restart_loses_and_repeats_nothing(
     # Malformed blocks carry no idempotency key: only the persisted offsets keep a restarted
     # agent from parsing them (and reporting them) a second time.
     def validation_errors() -> list[dict[str, Any]] | None:
-        result = fleet.cli("events", "search", "--tenant", tenant, "--session", "noisy",
-                           "--type", "validation_error", "--limit", "500", "--json")
+        result = fleet.cli(
+            "events",
+            "search",
+            "--tenant",
+            tenant,
+            "--session",
+            "noisy",
+            "--type",
+            "validation_error",
+            "--limit",
+            "500",
+            "--json",
+        )
         found = [json.loads(line) for line in result.stdout.splitlines()]
         return found if len(found) >= runs else None
 
@@ -199,9 +233,13 @@ def test_nats_restart_on_its_store_dir_loses_nothing(tmp_path: Path, tmux_socket
         send_prompts(tmux_socket, "a", [f"during {i}" for i in range(4)])
         send_prompts(tmux_socket, "b", [f"during {i}" for i in range(4)])
         # Emitted while the server is away: they can only be in the outbox.
-        wait_for(lambda: len(emitted_keys(config, "a")) >= 7 * EVENTS_PER_RUN
-                 and len(emitted_keys(config, "b")) >= 4 * EVENTS_PER_RUN,
-                 what="stubs emitted during the outage")
+        wait_for(
+            lambda: (
+                len(emitted_keys(config, "a")) >= 7 * EVENTS_PER_RUN
+                and len(emitted_keys(config, "b")) >= 4 * EVENTS_PER_RUN
+            ),
+            what="stubs emitted during the outage",
+        )
         server.start()  # same port, same store dir
         rows_a = all_stored(fleet, tenant, config, "a", 7)
         rows_b = all_stored(fleet, tenant, config, "b", 4)
