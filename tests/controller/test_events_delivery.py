@@ -105,20 +105,13 @@ def test_emitted_events_are_searchable(fleet: Fleet, tmux_socket: str) -> None:
     fleet.start_agent(config)
     wait_for(lambda: (config.state_path / "logs" / "coder.log").exists(), what="capture on")
     send_prompts(tmux_socket, "coder", ["polish the zeppelin"])
-    rows = wait_for(
-        lambda: (
-            (
-                r := fleet.cli("events", "search", "zeppelin", "--tenant", tenant, "--json")
-            ).stdout.count("\n")
-            >= 2
-            and r
-        ),
-        timeout=20,
-        what="search finds the run",
-    )
-    found = [json.loads(line) for line in rows.stdout.splitlines()]
-    types = {e["event_type"] for e in found}
-    assert {"run.started", "run.completed"} <= types
+    def found_run() -> list[dict[str, Any]] | None:
+        result = fleet.cli("events", "search", "zeppelin", "--tenant", tenant, "--json")
+        events = [json.loads(line) for line in result.stdout.splitlines()]
+        types = {e["event_type"] for e in events}
+        return events if {"run.started", "run.completed"} <= types else None
+
+    found = wait_for(found_run, timeout=20, what="search finds the whole run")
     completed = next(e for e in found if e["event_type"] == "run.completed")
     assert completed["source_kind"] == "agent"
     assert completed["confidence"] == pytest.approx(0.9)
