@@ -88,7 +88,10 @@ async def connect(
         "servers": settings.servers,
         "name": name,
         "connect_timeout": settings.connect_timeout_s,
-        "max_reconnect_attempts": -1,
+        # One pass over the servers per attempt: nats-py's own initial-connect loop would
+        # retry forever at a fixed pace, so the backoff below could never apply.
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0.05,
         "reconnect_to_server_handler": _reconnect_handler,
         "error_cb": _error,
         "disconnected_cb": on_disconnected or _noop,
@@ -109,7 +112,7 @@ async def connect(
     attempt = 0
     while True:
         try:
-            return await nats.connect(**kwargs)
+            nc = await nats.connect(**kwargs)
         except Exception as exc:  # nats-py raises a variety of errors for an unreachable server
             attempt += 1
             if max_attempts is not None and attempt >= max_attempts:
@@ -122,3 +125,7 @@ async def connect(
                 delay,
             )
             await anyio.sleep(delay)
+            continue
+        # Connected: from now on reconnect forever (through _reconnect_handler's backoff).
+        nc.options["max_reconnect_attempts"] = -1
+        return nc

@@ -81,7 +81,9 @@ class ControllerClient:
             "servers": self.settings.servers,
             "connect_timeout": CONNECT_TIMEOUT_S,
             "allow_reconnect": False,
-            "max_reconnect_attempts": 0,
+            # One try per server, then NoServersError (nats-py would otherwise loop forever).
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": 0.05,
             "name": "fleet-cli",
         }
         if self.settings.credentials:
@@ -91,14 +93,17 @@ class ControllerClient:
         if self.settings.token:
             kwargs["token"] = self.settings.token
 
-        async def quiet(_exc: Exception) -> None:
-            return None
+        errors: list[Exception] = []
 
-        kwargs["error_cb"] = quiet
+        async def remember(exc: Exception) -> None:
+            errors.append(exc)
+
+        kwargs["error_cb"] = remember
         try:
             self._nc = await nats.connect(**kwargs)
         except Exception as exc:
-            reason = str(exc) or type(exc).__name__
+            cause = errors[-1] if errors else exc
+            reason = str(cause) or type(cause).__name__
             raise ClientError(f"cannot reach NATS at {self.url}: {reason}") from None
         return self
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.config import SessionSpec
 from conftest import Fleet, rows_by_session, wait_for
+from controller.nats_embedded import EmbeddedNats, free_port
 from protocol.heartbeat import SessionKind
 
 STUB = [sys.executable, "-m", "agent", "stub"]
@@ -149,3 +150,24 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "invalid host id 'bad.host'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_agent_started_before_nats_connects_when_it_appears(
+    tmp_path: Path, tmux_socket: str
+) -> None:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.port = free_port()  # chosen now, listened on later
+    fleet = Fleet(server, tmp_path)
+    try:
+        tenant = tenant_id()
+        agent = fleet.start_agent(
+            fleet.agent_config(tenant, "h1", tmux_socket, [SessionSpec(name="s", runtime="stub")])
+        )
+        wait_for(lambda: "cannot connect to NATS" in agent.log(), what="agent retrying")
+        assert agent.popen is not None and agent.popen.poll() is None
+        server.start()
+        fleet.start_controller(fleet.controller_config([tenant]))
+        wait_for(lambda: sessions_in(fleet, tenant, 1), timeout=20, what="host joins")
+    finally:
+        fleet.stop_all()
+        server.stop()
