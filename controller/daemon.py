@@ -19,6 +19,7 @@ from nats.aio.subscription import Subscription
 from agent import natsconn
 from agent.signals import ExitFlags, watch_signals
 from agent.version import VERSION
+from controller import report_api
 from controller.config import ControllerConfig
 from controller.events_api import EventsApi
 from controller.ingest import Ingest, replay
@@ -80,6 +81,7 @@ class Controller:
         self.api.route("events.show", EventShowRequest, self.events.show)
         self.api.route("events.link", EventLinkRequest, self.events.link)
         self.api.route("store.rebuild", RebuildRequest, self.events.rebuild)
+        report_api.register(self)
         self.nc: Client | None = None
         self.started_at = time.time()
         self._subs: list[Subscription] = []
