@@ -54,6 +54,7 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     window_width: int = 200
     window_height: int = 50
     outbox_max_events: int = 100_000
+    restart_backoff_s: float = 5.0  # first restart of a dead core session; doubles, max 60 s
     runtimes_dir: str | None = None  # extra runtime specs (*.toml) overriding the built-ins
     sessions: list[SessionSpec] = []
 

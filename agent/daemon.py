@@ -18,20 +18,27 @@ from nats.aio.client import Client
 from agent import natsconn
 from agent.bootunit import BootUnits
 from agent.capture import CaptureSet, log_path, pipe_command, to_event
+from agent.commands import CommandServer
 from agent.config import AgentConfig, SessionSpec
 from agent.heartbeat import HeartbeatClock, jittered
+from agent.leases import Lease, TakeoverLeases, WatchLeases
 from agent.outbox import Outbox, OutboxFull
 from agent.procs import ProcessTable
 from agent.publisher import Wakeup, publish_forever
 from agent.runtimes import RuntimeSpec, load_runtimes
-from agent.sessions import Screen, SessionTable, StateChange
+from agent.sessions import Screen, SessionTable, StateChange, primary_panes
 from agent.signals import ExitFlags, watch_signals
+from agent.steering import Steering, excerpt
+from agent.supervisor import Supervisor
 from agent.tmux import TMUX_CONF, Pane, Tmux
 from agent.version import VERSION
+from agent.watch import stream_watches
 from protocol import encode, subjects
+from protocol.commands import Command, CommandResult, Outcome, Spawn
 from protocol.emission import DEFAULT_BEGIN, DEFAULT_END
 from protocol.events import Event, SourceKind
 from protocol.heartbeat import BootEnabled, SessionKind, SessionSnapshot
+from protocol.ids import IdError, validate_session
 from protocol.lifecycle import Lifecycle, LifecycleKind
 
 log = logging.getLogger(__name__)
@@ -73,6 +80,13 @@ class HostAgent:
         )
         self.capture = CaptureSet(config.state_path / "logs")
         self.wakeup = Wakeup()
+        self.steering = Steering(self.tmux, self.capture.logs_dir)
+        self.takeovers = TakeoverLeases()
+        self.watches = WatchLeases()
+        self.want_snapshot: set[str] = set()
+        self.commands = CommandServer(self)
+        self.supervisor: Supervisor | None = None
+        self.beat_now = Wakeup()  # a command changed the sessions: tell the controller now
 
     # -- life -------------------------------------------------------------------------------
     async def serve(self, install_signal_handlers: bool = True) -> None:
@@ -96,6 +110,9 @@ class HostAgent:
         extra = Path(self.config.runtimes_dir) if self.config.runtimes_dir else None
         self.runtimes = load_runtimes(extra)
         self.table = SessionTable(list(self.config.sessions), self.runtimes)
+        self.supervisor = Supervisor(
+            self.tmux, self.table, self._launch, backoff_s=self.config.restart_backoff_s
+        )
         self.capture.logs_dir.mkdir(parents=True, exist_ok=True)
         await anyio.to_thread.run_sync(self.outbox.open)
         self.nc = await natsconn.connect(
@@ -132,6 +149,8 @@ class HostAgent:
             tg.start_soon(self._heartbeat_loop)
             tg.start_soon(self._poll_loop)
             tg.start_soon(publish_forever, self.outbox, lambda: self.nc, self.wakeup)
+            await tg.start(self.commands.serve)
+            tg.start_soon(stream_watches, self)
             await self.flags.should_exit.wait()
             tg.cancel_scope.cancel()
 
@@ -151,32 +170,33 @@ class HostAgent:
 
     # -- sessions ---------------------------------------------------------------------------
     async def _launch_roster(self) -> None:
-        panes = {p.session: p for p in await self.tmux.list_panes()}
+        panes = primary_panes(await self.tmux.list_panes())
         for spec in self.config.sessions:
             if spec.kind is not SessionKind.CORE:
                 continue
             pane = panes.get(spec.name)
-            if pane is not None and not pane.dead:
-                continue
-            env = {
-                "FLEET_TENANT": self.config.tenant,
-                "FLEET_HOST": self.host,
-                "FLEET_SESSION": spec.name,
-                **spec.env,
-            }
             if pane is None:
-                log.info("launching session %s (%s)", spec.name, spec.runtime)
-                await self.tmux.new_session(
-                    spec.name,
-                    default_command(spec),
-                    cwd=spec.cwd,
-                    env=env,
-                    width=self.config.window_width,
-                    height=self.config.window_height,
-                )
-            else:
+                await self._launch(spec)
+            elif pane.dead:
                 log.info("respawning dead session %s", spec.name)
                 await self.tmux.respawn(spec.name)
+
+    async def _launch(self, spec: SessionSpec) -> None:
+        log.info("launching session %s (%s)", spec.name, spec.runtime)
+        env = {
+            "FLEET_TENANT": self.config.tenant,
+            "FLEET_HOST": self.host,
+            "FLEET_SESSION": spec.name,
+            **spec.env,
+        }
+        await self.tmux.new_session(
+            spec.name,
+            default_command(spec),
+            cwd=spec.cwd,
+            env=env,
+            width=self.config.window_width,
+            height=self.config.window_height,
+        )
 
     async def refresh(self) -> list[SessionSnapshot]:
         """One discovery pass: one list-panes, one /proc scan, one capture per live pane."""
@@ -189,6 +209,8 @@ class HostAgent:
             for spec in self.config.sessions:
                 boot[spec.name] = await self.boot_units.state(spec.unit)
             now = time.time()
+            assert self.supervisor is not None
+            await self.supervisor.reconcile(panes, now)
             snapshots, changes = self.table.update(panes, procs, screens, boot, now)
             self.snapshots = snapshots
             await self._ensure_pipes(panes)
@@ -235,6 +257,8 @@ class HostAgent:
         )
 
     async def _collect_events(self, changes: list[StateChange], now: float) -> None:
+        for session, lease in self.takeovers.expire(now):
+            await self.lease_event(session, "lease.expired", lease, lease.holder)
         for change in changes:
             log.info("session %s: %s -> %s", change.session, change.old.value, change.new.value)
         states = [self._state_event(c) for c in changes]
@@ -282,6 +306,187 @@ class HostAgent:
             screens[pane.session] = Screen(text.splitlines(), pane.title)
         return screens
 
+    # -- what commands use -----------------------------------------------------------------
+    async def pane(self, session: str) -> Pane | None:
+        return primary_panes(await self.tmux.list_panes()).get(session)
+
+    def runtime_of(self, session: str) -> RuntimeSpec:
+        spec = self.table.spec(session) if self.table else None
+        name = (
+            spec.runtime
+            if spec
+            else next((s.runtime_observed for s in self.snapshots if s.name == session), None)
+        )
+        return self.runtimes.get(name or "shell") or self.runtimes["shell"]
+
+    async def emit(self, events: list[Event]) -> None:
+        if events:
+            await anyio.to_thread.run_sync(lambda: self.outbox.append(events))
+            self.wakeup.set()
+
+    async def record(self, command_id: str, result: CommandResult, events: list[Event]) -> None:
+        await self.emit(events)
+        await anyio.to_thread.run_sync(
+            self.outbox.remember, command_id, encode(result), time.time()
+        )
+
+    def _event(
+        self, session: str, event_type: str, summary: str, source: SourceKind, **fields: object
+    ) -> Event:
+        return Event(
+            tenant=self.config.tenant,
+            host=self.host,
+            session=session,
+            boot_id=self.clock.boot_id,
+            seq=0,
+            ts=time.time(),
+            event_type=event_type,
+            summary=summary,
+            source_kind=source,
+            **fields,
+        )  # type: ignore[arg-type]
+
+    async def lease_event(self, session: str, kind: str, lease: Lease, who: str) -> None:
+        await self.emit(
+            [
+                self._event(
+                    session,
+                    kind,
+                    f"{session}: {kind.split('.')[1]} by {who} ({lease.reason})",
+                    SourceKind.OPERATOR,
+                    payload={
+                        "holder": lease.holder,
+                        "reason": lease.reason,
+                        "since": lease.since,
+                        "expires_at": lease.expires_at,
+                        "by": who,
+                    },
+                )
+            ]
+        )
+
+    async def cancel(
+        self,
+        cmd: Command,
+        pane: Pane,
+        spec: RuntimeSpec,
+        timeout_s: float,
+        make: Callable[..., CommandResult],
+    ) -> CommandResult:
+        state, _, lines = await self.steering.state(pane, spec)
+        if state.value == "idle":
+            return make(
+                cmd, Outcome.NOOP, "the session is idle: nothing to cancel", screen=excerpt(lines)
+            )
+        requested = time.time()
+        await self.emit(
+            [
+                self._event(
+                    pane.session,
+                    "run.cancel_requested",
+                    f"{pane.session}: cancel requested by {cmd.issued_by}",
+                    SourceKind.OPERATOR,
+                    payload={"command_id": cmd.command_id},
+                )
+            ]
+        )
+        await self.tmux.run("send-keys", "-t", pane.pane_id, spec.interrupt_key)
+        with anyio.move_on_after(timeout_s):
+            while True:
+                state, _, lines = await self.steering.state(pane, spec)
+                if state.value == "idle":
+                    latency_ms = round((time.time() - requested) * 1000, 1)
+                    await self.emit(
+                        [
+                            self._event(
+                                pane.session,
+                                "run.cancelled",
+                                f"{pane.session}: cancelled after {latency_ms:.0f} ms",
+                                SourceKind.SYSTEM,
+                                provenance="cancel command, screen idle",
+                                payload={"latency_ms": latency_ms, "command_id": cmd.command_id},
+                            )
+                        ]
+                    )
+                    return make(
+                        cmd,
+                        Outcome.CANCELLED,
+                        f"cancelled in {latency_ms:.0f} ms",
+                        details={"latency_ms": latency_ms},
+                    )
+                await anyio.sleep(0.1)
+        return make(
+            cmd,
+            Outcome.FAILED,
+            f"sent {spec.interrupt_key}, but the session is still "
+            f"{state.value} after {timeout_s:.0f}s",
+            screen=excerpt(lines),
+        )
+
+    async def spawn(self, body: Spawn) -> tuple[Outcome, str]:
+        assert self.table is not None and self.supervisor is not None
+        try:
+            validate_session(body.session)
+        except IdError as exc:
+            return Outcome.BAD_REQUEST, str(exc)
+        if body.runtime not in self.runtimes:
+            return Outcome.BAD_REQUEST, (
+                f"unknown runtime {body.runtime!r}; known: {', '.join(sorted(self.runtimes))}"
+            )
+        if await self.pane(body.session) is not None or self.table.spec(body.session):
+            return Outcome.BAD_REQUEST, f"a session {body.session!r} already exists"
+        # Under the refresh lock: a discovery pass that listed panes before this launch
+        # must not find the new roster entry without its pane and clean it up.
+        async with self._refresh_lock:
+            spec = SessionSpec(
+                name=body.session,
+                runtime=body.runtime,
+                command=body.command,
+                env=body.env,
+                kind=SessionKind.EPHEMERAL,
+            )
+            self.table.roster.append(spec)
+            if body.ttl_s:
+                self.supervisor.expires[body.session] = time.time() + body.ttl_s
+            await self._launch(spec)
+        self.beat_now.set()
+        ttl = f", TTL {body.ttl_s:.0f}s" if body.ttl_s else ""
+        return Outcome.OK, f"spawned ephemeral {body.runtime} session {body.session}{ttl}"
+
+    async def stop_session(self, session: str) -> tuple[Outcome, str]:
+        assert self.table is not None and self.supervisor is not None
+        spec = self.table.spec(session)
+        await self.tmux.run("kill-session", "-t", f"={session}", check=False)
+        self.beat_now.set()
+        if spec is not None and spec.kind is SessionKind.EPHEMERAL:
+            self.supervisor.forget(session)
+            return Outcome.OK, f"stopped ephemeral session {session}"
+        if spec is not None:
+            self.supervisor.stopped.add(session)
+            return Outcome.OK, f"stopped core session {session} (not restarted until the agent is)"
+        return Outcome.OK, f"stopped unmanaged session {session}"
+
+    async def explain(self, session: str, pane: Pane) -> dict[str, object]:
+        spec = self.runtime_of(session)
+        _, match, lines = await self.steering.state(pane, spec)
+        where = (
+            f"rule {match.rule!r} ({match.source}) matched line {match.line_no}: {match.line!r}"
+            if match.line is not None
+            else f"{match.rule} ({match.source})"
+        )
+        return {
+            "message": f"{session} is {match.state.value}: {where} [runtime {spec.name}]",
+            "screen": excerpt(lines),
+            "details": {
+                "state": match.state.value,
+                "rule": match.rule,
+                "source": match.source,
+                "line_no": match.line_no,
+                "line": match.line,
+                "runtime": spec.name,
+            },
+        }
+
     # -- loops ------------------------------------------------------------------------------
     async def _poll_loop(self) -> None:
         while True:
@@ -298,7 +503,7 @@ class HostAgent:
                 await self._publish_heartbeat(snapshots)
             except Exception:
                 log.exception("heartbeat failed")
-            await anyio.sleep(jittered(self.config.heartbeat_interval_s))
+            await self.beat_now.wait(jittered(self.config.heartbeat_interval_s))
 
     async def _publish_heartbeat(self, snapshots: list[SessionSnapshot]) -> None:
         nc = self.nc

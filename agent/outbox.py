@@ -16,7 +16,8 @@ from pathlib import Path
 
 import msgspec
 
-from protocol import encode, subjects
+from protocol import decode, encode, subjects
+from protocol.commands import CommandResult
 from protocol.events import Event
 
 DEFAULT_MAX_EVENTS = 100_000
@@ -34,6 +35,11 @@ CREATE TABLE IF NOT EXISTS offsets (
     session TEXT PRIMARY KEY,
     log TEXT NOT NULL,
     offset INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    command_id TEXT PRIMARY KEY,
+    result BLOB NOT NULL,
+    at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
@@ -170,6 +176,21 @@ class Outbox:
     def forget_offset(self, session: str) -> None:
         with self._lock:
             self.db.execute("DELETE FROM offsets WHERE session=?", (session,))
+
+    def remember(self, command_id: str, result: bytes, at: float, keep_s: float = 86400.0) -> None:
+        """Keep a command's result, so a replay of its id after a restart is still a no-op."""
+        with self._lock:
+            self.db.execute(
+                "INSERT OR REPLACE INTO commands VALUES (?,?,?)", (command_id, result, at)
+            )
+            self.db.execute("DELETE FROM commands WHERE at < ?", (at - keep_s,))
+
+    def recall(self, command_id: str) -> CommandResult | None:
+        with self._lock:
+            row = self.db.execute(
+                "SELECT result FROM commands WHERE command_id=?", (command_id,)
+            ).fetchone()
+        return decode(row[0], CommandResult) if row else None
 
     def peek(self, limit: int = 256) -> list[Pending]:
         """The oldest unsent events, in the order they were appended."""

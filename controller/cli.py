@@ -193,11 +193,11 @@ def controller_run(
 
 
 def main() -> None:
-    from controller import cli_deploy, cli_report, cli_tenancy
+    from controller import cli_deploy, cli_report, cli_steer, cli_tenancy
     from controller.cli_events import events_app, store_app
 
     app.add_typer(events_app, name="events")
     app.add_typer(store_app, name="store")
-    for module in (cli_report, cli_deploy, cli_tenancy):
+    for module in (cli_steer, cli_report, cli_deploy, cli_tenancy):
         module.register(app)
     app()

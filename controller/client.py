@@ -107,6 +107,10 @@ class ControllerClient:
             raise ClientError(f"cannot reach NATS at {self.url}: {reason}") from None
         return self
 
+    @property
+    def nc(self) -> Any:
+        return self._nc
+
     async def __aexit__(self, *exc: object) -> None:
         if self._nc is not None:
             await self._nc.close()

@@ -20,6 +20,7 @@ from agent import natsconn
 from agent.signals import ExitFlags, watch_signals
 from agent.version import VERSION
 from controller import report_api
+from controller.commands import CommandRouter
 from controller.config import ControllerConfig
 from controller.events_api import EventsApi
 from controller.ingest import Ingest, replay
@@ -32,6 +33,7 @@ from controller.synth_runner import SynthesisRunner, relink
 from controller.views import ps_page
 from protocol import DecodeError, decode, subjects
 from protocol.api import PsReply, PsRequest, StatusReply, StatusRequest
+from protocol.commands import CommandRequest
 from protocol.events import Event
 from protocol.events_api import (
     EventLinkRequest,
@@ -81,6 +83,8 @@ class Controller:
         self.api.route("events.show", EventShowRequest, self.events.show)
         self.api.route("events.link", EventLinkRequest, self.events.link)
         self.api.route("store.rebuild", RebuildRequest, self.events.rebuild)
+        self.commands = CommandRouter(self.state, lambda: self.nc)
+        self.api.route("cmd", CommandRequest, self.commands.handle)
         report_api.register(self)
         self.nc: Client | None = None
         self.started_at = time.time()
@@ -120,6 +124,7 @@ class Controller:
         restored = self.db.load_hosts()
         self.state = FleetState(grace_s=self.config.restart_grace_s)
         self.state.restore(restored)
+        self.commands.state = self.state
         self.ingest.counters = self.state.counters
         await anyio.to_thread.run_sync(self.store.open)
         self.nc = await natsconn.connect(self.config.nats, name="fleet-controller")

@@ -1,0 +1,156 @@
+"""Routing operator commands: resolve the target session from fleet state, answer at once
+what the controller already knows (unknown session, host down or stopped), otherwise forward
+to the host agent and time the round trip."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from controller.state import FleetState
+from protocol import DecodeError, decode, encode, subjects
+from protocol.api import HostState
+from protocol.commands import Command, CommandRequest, CommandResult, Outcome, Spawn
+from protocol.events import Event
+
+Observe = Callable[[CommandResult, str], None]
+
+
+def new_command_id() -> str:
+    return uuid.uuid4().hex
+
+
+def resolve(
+    state: FleetState, target: str, body_session: str, spawn: bool
+) -> tuple[str, str, str] | str:
+    """(tenant, host, session) for a target, or an error sentence.
+
+    Targets: SESSION, HOST/SESSION, TENANT/HOST/SESSION; for spawn TENANT/HOST or HOST.
+    """
+    parts = target.split("/")
+    if spawn:
+        if len(parts) == 2:
+            tenant, host = parts
+            return (
+                (tenant, host, body_session)
+                if (tenant, host) in state.hosts
+                else (f"unknown host {tenant}/{host}")
+            )
+        hosts = [k for k in state.hosts if k[1] == parts[-1]]
+        if len(hosts) == 1:
+            return (*hosts[0], body_session)
+        return (
+            f"unknown host {target}"
+            if not hosts
+            else (f"host {target} is ambiguous: " + ", ".join(f"{t}/{h}" for t, h in hosts))
+        )
+    if len(parts) > 3 or not all(parts):
+        return f"bad target {target!r}: use SESSION, HOST/SESSION or TENANT/HOST/SESSION"
+    matches = []
+    for (tenant, host), entry in state.hosts.items():
+        if len(parts) == 3 and (tenant, host) != (parts[0], parts[1]):
+            continue
+        if len(parts) == 2 and host != parts[0]:
+            continue
+        if any(s.name == parts[-1] for s in entry.sessions):
+            matches.append((tenant, host, parts[-1]))
+    if not matches:
+        return f"no session {target!r} in the fleet"
+    if len(matches) > 1:
+        return f"session {target!r} is ambiguous: " + ", ".join("/".join(m) for m in matches)
+    return matches[0]
+
+
+class CommandRouter:
+    def __init__(
+        self,
+        state: FleetState,
+        connection: Callable[[], Client | None],
+        audit: Callable[[Event], Awaitable[None]] | None = None,
+    ) -> None:
+        self.state = state
+        self.connection = connection
+        self.audit = audit
+        self.round_trips_ms: list[float] = []
+
+    async def handle(self, req: CommandRequest) -> CommandResult:
+        command_id = req.command_id or new_command_id()
+        spawn = isinstance(req.body, Spawn)
+        where = resolve(self.state, req.target, req.body.session, spawn)
+        if isinstance(where, str):
+            outcome = Outcome.BAD_REQUEST if spawn else Outcome.UNKNOWN_SESSION
+            return CommandResult(command_id=command_id, outcome=outcome, message=where)
+        tenant, host, session = where
+        entry = self.state.hosts[(tenant, host)]
+        if entry.state in (HostState.DOWN, HostState.STOPPED):
+            since = time.strftime("%H:%M:%S", time.localtime(entry.state_since))
+            return CommandResult(
+                command_id=command_id,
+                outcome=Outcome.HOST_UNAVAILABLE,
+                message=f"host {tenant}/{host} is {entry.state.value} (since {since}); "
+                "nothing was sent",
+                tenant=tenant,
+                host=host,
+                session=session,
+            )
+        body = req.body
+        if body.session != session:
+            body = msgspec.structs.replace(body, session=session)
+        now = time.time()
+        cmd = Command(
+            command_id=command_id,
+            tenant=tenant,
+            host=host,
+            issued_by=req.issued_by,
+            issued_at=now,
+            deadline=now + req.timeout_s,
+            body=body,
+        )
+        nc = self.connection()
+        if nc is None:
+            return CommandResult(
+                command_id=command_id,
+                outcome=Outcome.FAILED,
+                message="controller is not connected to NATS",
+            )
+        start = time.monotonic()
+        try:
+            msg = await nc.request(
+                subjects.command(tenant, host), encode(cmd), timeout=req.timeout_s
+            )
+        except NoRespondersError:
+            return CommandResult(
+                command_id=command_id,
+                outcome=Outcome.HOST_UNAVAILABLE,
+                message=f"no host agent listens for {tenant}/{host}",
+                tenant=tenant,
+                host=host,
+                session=session,
+            )
+        except NatsTimeoutError:
+            return CommandResult(
+                command_id=command_id,
+                outcome=Outcome.TIMEOUT,
+                message=f"{tenant}/{host} did not answer within {req.timeout_s:.0f}s",
+                tenant=tenant,
+                host=host,
+                session=session,
+            )
+        rtt = round((time.monotonic() - start) * 1000, 2)
+        self.round_trips_ms.append(rtt)
+        del self.round_trips_ms[:-10_000]
+        try:
+            result = decode(msg.data, CommandResult)
+        except DecodeError as exc:
+            return CommandResult(
+                command_id=command_id,
+                outcome=Outcome.FAILED,
+                message=f"unreadable answer from {tenant}/{host}: {exc}",
+            )
+        return msgspec.structs.replace(result, round_trip_ms=rtt)

@@ -1,0 +1,134 @@
+"""Commands: CLI → controller (fleet.ctl.cmd) → host agent (fleet.<t>.cmd.<host>) → tmux.
+
+Every command carries `command_id`, `issued_by`, `issued_at` and `deadline`; the host agent
+refuses an expired one and answers a repeated `command_id` with the first result.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any
+
+import msgspec
+
+from protocol.codec import Message
+from protocol.ids import Id
+
+MAX_SEND_CHARS = 16_000
+
+
+class Verb(msgspec.Struct, frozen=True, kw_only=True, tag_field="verb"):
+    session: Id
+
+
+class Send(Verb, frozen=True, tag="send"):
+    text: Annotated[str, msgspec.Meta(max_length=MAX_SEND_CHARS)]
+    verify: bool | None = None  # None: the runtime's default (verify interactive runtimes)
+    timeout_s: float = 10.0
+
+
+class Cancel(Verb, frozen=True, tag="cancel"):
+    timeout_s: float = 10.0
+
+
+class Watch(Verb, frozen=True, tag="watch"):
+    """Start or renew a read-only watch lease; output flows on fleet.<t>.out.<h>.<s>."""
+
+    watcher: str
+    ttl_s: float = 6.0
+    resync: bool = False  # ask for a fresh snapshot (e.g. the first one was missed)
+
+
+class Takeover(Verb, frozen=True, tag="takeover"):
+    reason: str
+    ttl_s: float = 300.0
+
+
+class Release(Verb, frozen=True, tag="release"):
+    pass
+
+
+class Spawn(Verb, frozen=True, tag="spawn"):
+    runtime: str = "stub"
+    command: list[str] | None = None
+    ttl_s: float | None = None
+    env: dict[str, str] = {}
+
+
+class Stop(Verb, frozen=True, tag="stop"):
+    pass
+
+
+class Explain(Verb, frozen=True, tag="explain"):
+    pass
+
+
+Body = Send | Cancel | Watch | Takeover | Release | Spawn | Stop | Explain
+
+
+class Command(Message, frozen=True, tag="command"):
+    command_id: Annotated[str, msgspec.Meta(min_length=8, max_length=64)]
+    tenant: Id
+    host: Id
+    issued_by: Annotated[str, msgspec.Meta(max_length=128)]
+    issued_at: float
+    deadline: float
+    body: Body
+
+
+class Outcome(str, Enum):
+    OK = "ok"  # done (spawn, stop, takeover, release, watch, explain)
+    DELIVERED = "delivered"  # send: proven delivered (or sent, without --verify)
+    NOT_VERIFIED = "not_verified"  # send: typed, but no proof the session took it
+    NOOP = "noop"  # nothing to do (cancel of an idle session)
+    CANCELLED = "cancelled"  # cancel: the run stopped
+    EXPIRED = "expired"  # arrived after its deadline: not executed
+    UNKNOWN_SESSION = "unknown_session"
+    SESSION_DEAD = "session_dead"
+    LEASE_HELD = "lease_held"  # someone else holds the takeover lease
+    HOST_UNAVAILABLE = "host_unavailable"  # answered by the controller: host down/stopped
+    TIMEOUT = "timeout"  # no answer from the host agent before the deadline
+    FAILED = "failed"
+    BAD_REQUEST = "bad_request"
+
+
+# Outcomes that mean "it worked" for the CLI's exit code.
+SUCCESS = frozenset({Outcome.OK, Outcome.DELIVERED, Outcome.NOOP, Outcome.CANCELLED})
+
+
+class CommandResult(Message, frozen=True, tag="command.result"):
+    command_id: str
+    outcome: Outcome
+    message: str
+    tenant: str = ""
+    host: str = ""
+    session: str = ""
+    screen: str | None = None  # what the pane showed, when that is the evidence
+    details: dict[str, Any] = {}
+    replayed: bool = False  # answered from the cache of a command_id seen before
+    round_trip_ms: float | None = None  # filled in by the controller
+
+
+class CommandRequest(Message, frozen=True, tag="cmd.request"):
+    """CLI → controller: run ``body`` on the session ``target`` (SESSION, HOST/SESSION or
+    TENANT/HOST/SESSION; for spawn TENANT/HOST)."""
+
+    target: str
+    body: Body
+    issued_by: str
+    timeout_s: float = 15.0
+    command_id: str | None = None  # set by the CLI to make retries idempotent
+
+
+class WatchFrame(Message, frozen=True, tag="watch.frame"):
+    """One picture of a watched pane: the whole visible screen, with colours (`-e`)."""
+
+    tenant: str
+    host: str
+    session: str
+    seq: int
+    snapshot: bool  # the first frame of a watch, or a resync
+    screen: str
+    width: int
+    height: int
+    at: float
