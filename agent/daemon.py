@@ -25,6 +25,7 @@ from agent.leases import Lease, TakeoverLeases, WatchLeases
 from agent.outbox import Outbox, OutboxFull
 from agent.procs import ProcessTable
 from agent.publisher import Wakeup, publish_forever
+from agent.runs import RunState, RunTracker
 from agent.runtimes import RuntimeSpec, load_runtimes
 from agent.sessions import Screen, SessionTable, StateChange, primary_panes
 from agent.signals import ExitFlags, watch_signals
@@ -86,6 +87,7 @@ class HostAgent:
         self.want_snapshot: set[str] = set()
         self.commands = CommandServer(self)
         self.supervisor: Supervisor | None = None
+        self.runs = RunTracker()
         self.beat_now = Wakeup()  # a command changed the sessions: tell the controller now
 
     # -- life -------------------------------------------------------------------------------
@@ -256,15 +258,41 @@ class HostAgent:
             },
         )
 
+    def _run_events(self, transitions: list[RunState]) -> list[Event]:
+        source = {"command": SourceKind.OPERATOR}
+        return [
+            Event(
+                tenant=self.config.tenant,
+                host=self.host,
+                session=t.session,
+                boot_id=self.clock.boot_id,
+                seq=0,
+                ts=t.at,
+                event_type="run.state",
+                summary=f"{t.session}: run {t.run_id} {t.state} (from {t.source})",
+                source_kind=source.get(t.source, SourceKind.SYSTEM),
+                run_id=t.run_id,
+                provenance=t.source,
+                payload={"state": t.state, "source": t.source},
+            )
+            for t in transitions
+        ]
+
     async def _collect_events(self, changes: list[StateChange], now: float) -> None:
         for session, lease in self.takeovers.expire(now):
             await self.lease_event(session, "lease.expired", lease, lease.holder)
         for change in changes:
             log.info("session %s: %s -> %s", change.session, change.old.value, change.new.value)
         states = [self._state_event(c) for c in changes]
+        for change in changes:
+            states += self._run_events(
+                self.runs.on_screen(change.session, change.old, change.new, change.at)
+            )
+        states += self._run_events(self.runs.tick(now))
         if states:
             await anyio.to_thread.run_sync(lambda: self.outbox.append(states, droppable=True))
         before = self.capture.offsets()
+        run_drafts: list[Event] = []
         results = await anyio.to_thread.run_sync(self.capture.read_all, now)
         drafts = [
             to_event(
@@ -278,6 +306,13 @@ class HostAgent:
             for name, rs in results.items()
             for r in rs
         ]
+        for draft in drafts:
+            if draft.source_kind is SourceKind.AGENT:
+                drafts_runs = self.runs.on_contract(
+                    draft.session, draft.event_type, draft.run_id, draft.ts
+                )
+                run_drafts.extend(self._run_events(drafts_runs))
+        drafts += run_drafts
         after = self.capture.offsets()
         changed = {k: v for k, v in after.items() if before.get(k) != v}
         if not drafts and not changed:
@@ -381,13 +416,16 @@ class HostAgent:
         requested = time.time()
         await self.emit(
             [
+                *self._run_events(
+                    self.runs.on_command(pane.session, "cancel_requested", requested)
+                ),
                 self._event(
                     pane.session,
                     "run.cancel_requested",
                     f"{pane.session}: cancel requested by {cmd.issued_by}",
                     SourceKind.OPERATOR,
                     payload={"command_id": cmd.command_id},
-                )
+                ),
             ]
         )
         await self.tmux.run("send-keys", "-t", pane.pane_id, spec.interrupt_key)
@@ -398,6 +436,9 @@ class HostAgent:
                     latency_ms = round((time.time() - requested) * 1000, 1)
                     await self.emit(
                         [
+                            *self._run_events(
+                                self.runs.on_command(pane.session, "cancelled", time.time())
+                            ),
                             self._event(
                                 pane.session,
                                 "run.cancelled",
@@ -405,7 +446,7 @@ class HostAgent:
                                 SourceKind.SYSTEM,
                                 provenance="cancel command, screen idle",
                                 payload={"latency_ms": latency_ms, "command_id": cmd.command_id},
-                            )
+                            ),
                         ]
                     )
                     return make(

@@ -27,12 +27,16 @@ def tenant_id() -> str:
 
 
 def stub(name: str, work: str = "1.0", **env: str) -> SessionSpec:
-    return SessionSpec(name=name, runtime="stub",
-                       env={"FLEET_STUB_WORK_SECONDS": work, "FLEET_STUB_STEPS": "2", **env})
+    return SessionSpec(
+        name=name,
+        runtime="stub",
+        env={"FLEET_STUB_WORK_SECONDS": work, "FLEET_STUB_STEPS": "2", **env},
+    )
 
 
-def up(fleet: Fleet, socket: str, sessions: list[SessionSpec], **agent_kw: Any
-       ) -> tuple[str, AgentConfig, Proc]:
+def up(
+    fleet: Fleet, socket: str, sessions: list[SessionSpec], **agent_kw: Any
+) -> tuple[str, AgentConfig, Proc]:
     tenant = tenant_id()
     fleet.start_controller(fleet.controller_config([tenant]))
     config = fleet.agent_config(tenant, "h1", socket, sessions, **agent_kw)
@@ -41,18 +45,25 @@ def up(fleet: Fleet, socket: str, sessions: list[SessionSpec], **agent_kw: Any
     def idle() -> bool:
         rows = rows_by_session(fleet.ps("--tenant", tenant))
         return len(rows) >= len(sessions) and all(
-            r["session"]["state"] == "idle" for n, r in rows.items()
-            if n in {s.name for s in sessions})
+            r["session"]["state"] == "idle"
+            for n, r in rows.items()
+            if n in {s.name for s in sessions}
+        )
 
     wait_for(idle, timeout=30, what="sessions idle")
     return tenant, config, agent
 
 
-def cli_json(fleet: Fleet, *args: str, env: dict[str, str] | None = None
-             ) -> tuple[int, dict[str, Any]]:
+def cli_json(
+    fleet: Fleet, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "fleet"), *args, "--json"], capture_output=True,
-        text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+        [str(Path(sys.executable).parent / "fleet"), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
         env={**os.environ, "FLEET_NATS_URL": fleet.nats.url, **(env or {})},
     )
     assert result.stdout, result.stderr
@@ -66,8 +77,12 @@ def events(fleet: Fleet, tenant: str, *args: str) -> list[dict[str, Any]]:
 
 
 def screen(socket: str, session: str) -> str:
-    return subprocess.run(["tmux", "-L", socket, "capture-pane", "-p", "-t", f"={session}:"],
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["tmux", "-L", socket, "capture-pane", "-p", "-t", f"={session}:"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def test_send_verify_delivers_and_proves_it(fleet: Fleet, tmux_socket: str) -> None:
@@ -78,8 +93,10 @@ def test_send_verify_delivers_and_proves_it(fleet: Fleet, tmux_socket: str) -> N
     assert result["details"]["proof"] in ("run.started", "screen:working")
     assert result["round_trip_ms"] > 0
     # The text reached the stub's input: it started a run for exactly that prompt.
-    started = wait_for(lambda: [e for e in events(fleet, tenant, "--type", "run.started")],
-                       what="run.started stored")
+    started = wait_for(
+        lambda: [e for e in events(fleet, tenant, "--type", "run.started")],
+        what="run.started stored",
+    )
     assert started[0]["payload"]["prompt"] == "write the haiku"
     audit = wait_for(lambda: events(fleet, tenant, "--type", "command"), what="audit event")
     assert audit[0]["source_kind"] == "operator"
@@ -101,8 +118,11 @@ def test_send_to_a_session_that_ignores_input_is_not_verified(
 def test_send_to_a_down_host_fails_at_once(fleet: Fleet, tmux_socket: str) -> None:
     tenant, _, agent = up(fleet, tmux_socket, [stub("coder")], heartbeat_interval_s=0.3)
     agent.signal(signal.SIGSTOP)
-    wait_for(lambda: fleet.ps("--tenant", tenant)[0]["host_state"] == "down", timeout=15,
-             what="host down")
+    wait_for(
+        lambda: fleet.ps("--tenant", tenant)[0]["host_state"] == "down",
+        timeout=15,
+        what="host down",
+    )
     start = time.monotonic()
     code, result = cli_json(fleet, "send", "coder", "hello", "--timeout", "30")
     took = time.monotonic() - start
@@ -125,22 +145,35 @@ def test_expired_command_refused_and_replay_is_a_noop(fleet: Fleet, tmux_socket:
             await nc.close()
 
     now = time.time()
-    expired = Command(command_id=uuid.uuid4().hex, tenant=tenant, host="h1", issued_by="test",
-                      issued_at=now - 60, deadline=now - 30,
-                      body=Send(session="coder", text="too late"))
+    expired = Command(
+        command_id=uuid.uuid4().hex,
+        tenant=tenant,
+        host="h1",
+        issued_by="test",
+        issued_at=now - 60,
+        deadline=now - 30,
+        body=Send(session="coder", text="too late"),
+    )
     result = anyio.run(request, expired)
     assert result.outcome is Outcome.EXPIRED
     assert "too late" not in screen(tmux_socket, "coder")
 
-    once = Command(command_id=uuid.uuid4().hex, tenant=tenant, host="h1", issued_by="test",
-                   issued_at=now, deadline=now + 30,
-                   body=Send(session="coder", text="exactly once"))
+    once = Command(
+        command_id=uuid.uuid4().hex,
+        tenant=tenant,
+        host="h1",
+        issued_by="test",
+        issued_at=now,
+        deadline=now + 30,
+        body=Send(session="coder", text="exactly once"),
+    )
     first = anyio.run(request, once)
     second = anyio.run(request, once)
     assert first.outcome is Outcome.DELIVERED
     assert second.outcome is Outcome.DELIVERED and second.replayed
-    wait_for(lambda: len(events(fleet, tenant, "--type", "run.completed")) >= 1,
-             what="the run completed")
+    wait_for(
+        lambda: len(events(fleet, tenant, "--type", "run.completed")) >= 1, what="the run completed"
+    )
     started = events(fleet, tenant, "--type", "run.started")
     assert [e["payload"]["prompt"] for e in started] == ["exactly once"]
     typed = [ln for ln in screen(tmux_socket, "coder").splitlines() if ln.startswith("stub> ")]
@@ -160,27 +193,57 @@ def test_cancel_during_a_run_and_when_idle(fleet: Fleet, tmux_socket: str) -> No
 
     def pair() -> tuple[dict[str, Any], dict[str, Any]] | None:
         requested = events(fleet, tenant, "--type", "run.cancel_requested")
-        cancelled = [e for e in events(fleet, tenant, "--type", "run.cancelled")
-                     if e["source_kind"] == "system"]
+        cancelled = [
+            e
+            for e in events(fleet, tenant, "--type", "run.cancelled")
+            if e["source_kind"] == "system"
+        ]
         return (requested[0], cancelled[0]) if requested and cancelled else None
 
     requested, cancelled = wait_for(pair, what="cancel_requested and cancelled stored")
     assert requested["id"] < cancelled["id"]
     assert cancelled["payload"]["latency_ms"] > 0
     assert "cancelled" in screen(tmux_socket, "coder")
+    # The run's lifecycle, each transition once.
+    lifecycle = wait_for(
+        lambda: (
+            (r := [e["payload"]["state"] for e in events(fleet, tenant, "--type", "run.state")])
+            and "cancelled" in r
+            and r
+        ),
+        what="run.state transitions",
+    )
+    assert lifecycle == ["start", "cancel_requested", "cancelled"]
 
 
 def test_watch_streams_then_stops_and_never_resizes(fleet: Fleet, tmux_socket: str) -> None:
     tenant, _, _ = up(fleet, tmux_socket, [stub("coder", "0.5")])
-    size = lambda: subprocess.run(  # noqa: E731
-        ["tmux", "-L", tmux_socket, "display", "-p", "-t", "=coder:",
-         "#{pane_width}x#{pane_height}"], capture_output=True, text=True, check=True).stdout
+    size = lambda: (
+        subprocess.run(
+            [
+                "tmux",
+                "-L",
+                tmux_socket,
+                "display",
+                "-p",
+                "-t",
+                "=coder:",
+                "#{pane_width}x#{pane_height}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     before = size()
+
     def start_watcher(name: str) -> subprocess.Popen[bytes]:
         out = (fleet.tmp / name).open("wb")
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "fleet"), "watch", "coder", "--json"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, "FLEET_NATS_URL": fleet.nats.url},
         )
         out.close()
@@ -195,13 +258,18 @@ def test_watch_streams_then_stops_and_never_resizes(fleet: Fleet, tmux_socket: s
         for name in ("w1.out", "w2.out"):
             first = wait_for(lambda n=name: frames(n), timeout=20, what=f"first frame {name}")
             assert first[0]["snapshot"] is True and "stub>" in first[0]["screen"]
-        subprocess.run(["tmux", "-L", tmux_socket, "send-keys", "-t", "=coder:", "-l",
-                        "watch me"], check=True)
-        subprocess.run(["tmux", "-L", tmux_socket, "send-keys", "-t", "=coder:", "Enter"],
-                       check=True)
+        subprocess.run(
+            ["tmux", "-L", tmux_socket, "send-keys", "-t", "=coder:", "-l", "watch me"], check=True
+        )
+        subprocess.run(
+            ["tmux", "-L", tmux_socket, "send-keys", "-t", "=coder:", "Enter"], check=True
+        )
         for name in ("w1.out", "w2.out"):
-            wait_for(lambda n=name: any("watch me" in f["screen"] for f in frames(n)),
-                     timeout=15, what=f"new output in a later frame of {name}")
+            wait_for(
+                lambda n=name: any("watch me" in f["screen"] for f in frames(n)),
+                timeout=15,
+                what=f"new output in a later frame of {name}",
+            )
     finally:
         for proc in watchers:
             proc.send_signal(signal.SIGINT)
@@ -221,19 +289,25 @@ def test_watch_streams_then_stops_and_never_resizes(fleet: Fleet, tmux_socket: s
         return got
 
     # The lease (6 s) runs out without renewals: the stream stops on its own.
-    wait_for(lambda: anyio.run(count_frames, 3.0) == 0, timeout=20, interval=0.1,
-             what="stream stopped after the watcher left")
+    wait_for(
+        lambda: anyio.run(count_frames, 3.0) == 0,
+        timeout=20,
+        interval=0.1,
+        what="stream stopped after the watcher left",
+    )
     assert size() == before
-    assert not any(e["payload"].get("verb") == "send" for e in events(fleet, tenant, "--type",
-                                                                       "command"))
+    assert not any(
+        e["payload"].get("verb") == "send" for e in events(fleet, tenant, "--type", "command")
+    )
     decode(json.dumps(frames("w1.out")[0]).encode(), WatchFrame)
 
 
 def test_takeover_lease(fleet: Fleet, tmux_socket: str) -> None:
     up(fleet, tmux_socket, [stub("coder", "0.2")])
     alice, bob = {"FLEET_OPERATOR": "alice"}, {"FLEET_OPERATOR": "bob"}
-    code, result = cli_json(fleet, "takeover", "coder", "--reason", "debugging", "--ttl", "3",
-                            env=alice)
+    code, result = cli_json(
+        fleet, "takeover", "coder", "--reason", "debugging", "--ttl", "3", env=alice
+    )
     assert (code, result["outcome"]) == (0, "ok")
     code, result = cli_json(fleet, "send", "coder", "from alice", env=alice)
     assert (code, result["outcome"]) == (0, "delivered")
@@ -243,27 +317,44 @@ def test_takeover_lease(fleet: Fleet, tmux_socket: str) -> None:
     code, result = cli_json(fleet, "takeover", "coder", "--reason", "mine", env=bob)
     assert result["outcome"] == "lease_held"
     # Expiry frees it without anyone releasing.
-    wait_for(lambda: cli_json(fleet, "send", "coder", "bob again", env=bob)[1]["outcome"]
-             == "delivered", timeout=20, interval=0.5, what="lease expired")
+    wait_for(
+        lambda: cli_json(fleet, "send", "coder", "bob again", env=bob)[1]["outcome"] == "delivered",
+        timeout=20,
+        interval=0.5,
+        what="lease expired",
+    )
 
 
 def test_spawn_stop_and_core_restart(fleet: Fleet, tmux_socket: str) -> None:
     tenant, _, _ = up(fleet, tmux_socket, [stub("core1")], restart_backoff_s=0.5)
     code, result = cli_json(fleet, "spawn", f"{tenant}/h1", "--name", "eph")
     assert (code, result["outcome"]) == (0, "ok"), result
-    rows = wait_for(lambda: (r := rows_by_session(fleet.ps("--tenant", tenant))).get("eph") and r,
-                    what="ephemeral worker listed")
+    rows = wait_for(
+        lambda: (r := rows_by_session(fleet.ps("--tenant", tenant))).get("eph") and r,
+        what="ephemeral worker listed",
+    )
     assert rows["eph"]["session"]["kind"] == "ephemeral", rows["eph"]
     code, result = cli_json(fleet, "stop", "eph")
     assert (code, result["outcome"]) == (0, "ok")
-    wait_for(lambda: "eph" not in rows_by_session(fleet.ps("--tenant", tenant)),
-             what="ephemeral worker gone")
+    wait_for(
+        lambda: "eph" not in rows_by_session(fleet.ps("--tenant", tenant)),
+        what="ephemeral worker gone",
+    )
     # An ephemeral worker whose run ends is cleaned up, and never restarted.
     spawned = fleet.cli("spawn", f"{tenant}/h1", "--name", "batch", "--", "true")
     assert spawned.returncode == 0, spawned.stderr
-    wait_for(lambda: subprocess.run(["tmux", "-L", tmux_socket, "has-session", "-t", "=batch"],
-                                    capture_output=True, check=False).returncode != 0,
-             timeout=15, what="batch session cleaned up")
+    wait_for(
+        lambda: (
+            subprocess.run(
+                ["tmux", "-L", tmux_socket, "has-session", "-t", "=batch"],
+                capture_output=True,
+                check=False,
+            ).returncode
+            != 0
+        ),
+        timeout=15,
+        what="batch session cleaned up",
+    )
 
     pid = rows["core1"]["session"]["pid"]
     os.kill(pid, signal.SIGKILL)
