@@ -218,8 +218,9 @@ def test_cancel_during_a_run_and_when_idle(fleet: Fleet, tmux_socket: str) -> No
 
 def test_watch_streams_then_stops_and_never_resizes(fleet: Fleet, tmux_socket: str) -> None:
     tenant, _, _ = up(fleet, tmux_socket, [stub("coder", "0.5")])
-    size = lambda: (
-        subprocess.run(
+
+    def size() -> str:
+        return subprocess.run(
             [
                 "tmux",
                 "-L",
@@ -234,7 +235,7 @@ def test_watch_streams_then_stops_and_never_resizes(fleet: Fleet, tmux_socket: s
             text=True,
             check=True,
         ).stdout
-    )
+
     before = size()
 
     def start_watcher(name: str) -> subprocess.Popen[bytes]:
