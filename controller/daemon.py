@@ -26,7 +26,7 @@ from controller.events_api import EventsApi
 from controller.ingest import Ingest, replay
 from controller.ratelog import RateLimitedLog
 from controller.service import ApiService
-from controller.state import FleetState, HostEntry, Transition
+from controller.state import FleetState, HostEntry, Transition, percentile
 from controller.statedb import StateDB
 from controller.store import EventStore
 from controller.synth_runner import SynthesisRunner, relink
@@ -272,6 +272,16 @@ class Controller:
     async def _ps(self, req: PsRequest) -> PsReply:
         return ps_page(self.state, req, self.config.page_limit)
 
+    def _latencies(self) -> dict[str, float]:
+        lags = list(self.state.lags)
+        rtts = list(self.commands.round_trips_ms)
+        return {
+            "heartbeat_lag_p50": round(percentile(lags, 50) * 1000, 2),
+            "heartbeat_lag_p99": round(percentile(lags, 99) * 1000, 2),
+            "command_round_trip_p50": round(percentile(rtts, 50), 2),
+            "command_round_trip_p99": round(percentile(rtts, 99), 2),
+        }
+
     async def _status(self, _req: StatusRequest) -> StatusReply:
         return StatusReply(
             controller_version=VERSION,
@@ -279,4 +289,5 @@ class Controller:
             tenants=list(self.config.tenants),
             hosts=len(self.state.hosts),
             counters={**self.state.counters, "sequence_gaps": self.store.total_gaps()},
+            latencies_ms=self._latencies(),
         )

@@ -7,6 +7,7 @@ Time is injected so tests and benchmarks can reason about it.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -70,6 +71,8 @@ class FleetState:
     dirty: set[HostKey] = field(default_factory=set)
     started_mono: float = 0.0
     _sorted: list[HostKey] | None = None
+    # The last heartbeat lags (controller clock at processing - host's sent_at), seconds.
+    lags: deque[float] = field(default_factory=lambda: deque(maxlen=50_000))
 
     def __post_init__(self) -> None:
         self.started_mono = self.mono()
@@ -90,6 +93,7 @@ class FleetState:
     def on_heartbeat(self, hb: Heartbeat) -> Transition | None:
         key = (hb.tenant, hb.host)
         now_wall, now_mono = self.wall(), self.mono()
+        self.lags.append(now_wall - hb.sent_at)
         entry = self.hosts.get(key)
         if entry is None:
             self.hosts[key] = HostEntry(
@@ -199,3 +203,12 @@ class FleetState:
         for entry in self.hosts.values():
             counts[entry.state.value] += 1
         return counts
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]

@@ -91,3 +91,5 @@ class StatusReply(Message, frozen=True, tag="status.reply"):
     tenants: list[str]
     hosts: int
     counters: dict[str, int] = {}
+    # Recent latency percentiles in ms, e.g. heartbeat_lag_p50 (sent_at → processed).
+    latencies_ms: dict[str, float] = {}
