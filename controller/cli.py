@@ -178,6 +178,9 @@ def up(
 @controller_app.command("run")
 def controller_run(
     config: Annotated[Path, typer.Option("--config", "-c", help="controller TOML config")],
+    metrics_addr: Annotated[
+        str | None, typer.Option("--metrics-addr", help="HOST:PORT to serve /metrics on")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug|info|warning|error")] = "info",
 ) -> None:
     """Run the controller daemon."""
@@ -189,6 +192,8 @@ def controller_run(
         cfg = load(config)
     except ConfigError as exc:
         fail(str(exc))
+    if metrics_addr:
+        cfg = msgspec.structs.replace(cfg, metrics_addr=metrics_addr)
     anyio.run(Controller(cfg).serve)
 
 

@@ -36,6 +36,7 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
     page_limit: int = 1000
     streams: StreamSettings = StreamSettings()
     synthesis: SynthesisConfig = SynthesisConfig()
+    metrics_addr: str | None = None  # HOST:PORT for GET /metrics (Prometheus); off when unset
 
     @property
     def data_path(self) -> Path:

@@ -24,6 +24,7 @@ from controller.commands import CommandRouter
 from controller.config import ControllerConfig
 from controller.events_api import EventsApi
 from controller.ingest import Ingest, replay
+from controller.metrics import serve_metrics
 from controller.ratelog import RateLimitedLog
 from controller.service import ApiService
 from controller.state import FleetState, HostEntry, Transition, percentile
@@ -148,6 +149,9 @@ class Controller:
 
     async def main_loop(self) -> None:
         async with anyio.create_task_group() as tg:
+            if self.config.metrics_addr:
+                # Bound before anything else runs: a port in use fails the start loudly.
+                await tg.start(serve_metrics, self.metrics, self.config.metrics_addr)
             tg.start_soon(self._liveness_loop)
             tg.start_soon(self._persist_loop)
             tg.start_soon(self.ingest.run, self.nc.jetstream(), self.ingest_lock)
@@ -183,6 +187,7 @@ class Controller:
             self.state.count("malformed_heartbeats")
             self._warn.warning("hb", "malformed heartbeat on %s: %s", msg.subject, exc)
             return
+        self.metrics.observe_heartbeat(time.time() - hb.sent_at)
         self._record(self.state.on_heartbeat(hb))
         await self.synthesis.on_heartbeat(hb)
 
@@ -202,6 +207,7 @@ class Controller:
     def _record(self, transition: Transition | None) -> None:
         if transition is None:
             return
+        self.metrics.observe_transition(transition)
         self._pending_transitions.append(transition)
         old = transition.old.value if transition.old else "new"
         log.info(

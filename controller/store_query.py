@@ -6,6 +6,7 @@ here touches a connection except through the cursor rows it is handed.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Any, Final
 
@@ -111,6 +112,9 @@ def fts_scope_token(tenant: str) -> str:
     return "t" + tenant.encode().hex()
 
 
+_PUNCTUATED_TERM: Final = re.compile(r"[\w.:/@-]*[.:/@-][\w.:/@-]*")
+
+
 def fts_match(query: str, tenant: str | None) -> str:
     """The MATCH expression for a user's query: confined to the text columns, and to the
     tenant's scope token when a tenant is given.
@@ -118,6 +122,11 @@ def fts_match(query: str, tenant: str | None) -> str:
     The scope term only speeds the search up. A query that closes the parenthesis and adds
     an OR can escape it, which is why ``e.tenant = ?`` stays in the SQL as the real filter.
     """
+    stripped = query.strip()
+    if _PUNCTUATED_TERM.fullmatch(stripped):
+        # One term with punctuation (`report.weekly`, `missing_field:summary`): FTS5 would
+        # read the punctuation as syntax; an operator means the phrase.
+        query = f'"{stripped}"'
     match = f"{{summary tags payload_json}} : ({query})"
     if tenant is not None:
         match = f"fts_scope : {fts_scope_token(tenant)} AND {match}"

@@ -537,3 +537,38 @@ def test_seq_zero_is_outside_the_numbering(store: EventStore, make_event: EventF
     # Host agents number from 1; a seq 0 must not hide a real gap by being counted.
     store.insert_many([make_event(seq=s) for s in (0, 1, 3)], received_at=1.0)
     assert [(g.min_seq, g.max_seq, g.stored, g.missing) for g in store.gaps()] == [(0, 3, 2, 1)]
+
+
+def test_a_dotted_or_colon_term_is_searched_as_a_phrase(tmp_path: Path) -> None:
+    from protocol.events import Event as _Event
+
+    with EventStore(tmp_path / "events.db") as store:
+        store.insert_many(
+            [
+                _Event(
+                    tenant="acme",
+                    host="h1",
+                    session="s",
+                    boot_id="b",
+                    seq=1,
+                    ts=1.0,
+                    event_type="report.weekly",
+                    summary="weekly digest",
+                    tags=["report.weekly"],
+                ),
+                _Event(
+                    tenant="acme",
+                    host="h1",
+                    session="s",
+                    boot_id="b",
+                    seq=2,
+                    ts=2.0,
+                    event_type="validation_error",
+                    summary="bad block",
+                    payload={"reason": "missing_field:summary"},
+                ),
+            ],
+            received_at=3.0,
+        )
+        assert [e.seq for e in store.search("report.weekly")] == [1]
+        assert [e.seq for e in store.search("missing_field:summary", tenant="acme")] == [2]
