@@ -13,7 +13,9 @@ import typer
 from agent.config import ConfigError, load
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="agentfleet host agent",
 )
 

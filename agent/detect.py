@@ -121,9 +121,7 @@ class StateTracker:
         """A state seen but not yet held for ``debounce_s``, if any."""
         return self._pending
 
-    def observe(
-        self, screen: Sequence[str], title: str, now: float
-    ) -> tuple[SessionState, bool]:
+    def observe(self, screen: Sequence[str], title: str, now: float) -> tuple[SessionState, bool]:
         """(reported state, whether it changed with this observation)."""
         match = classify(screen, title, self.rules)
         self._last_match = match

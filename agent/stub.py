@@ -165,13 +165,20 @@ class Stub:
                 self.term.lines(f"  working: step {step}/{n} ...")
                 if step == 1:
                     self.term.lines(f"  tool call: {TOOL}")
-                    call = self._emit(run, "tool_call", f"tool call: {TOOL}", tool=TOOL,
-                                      input=_shown(task.text))
+                    call = self._emit(
+                        run, "tool_call", f"tool call: {TOOL}", tool=TOOL, input=_shown(task.text)
+                    )
                 self._sleep(run, run.seconds / n)
                 if step == 1:
                     self.term.lines(f"  tool result: {TOOL} ok")
-                    self._emit(run, "tool_result", f"tool result: {TOOL} ok", tool=TOOL,
-                               ok=True, links=[{"type": "caused_by", "target": call}])
+                    self._emit(
+                        run,
+                        "tool_result",
+                        f"tool result: {TOOL} ok",
+                        tool=TOOL,
+                        ok=True,
+                        links=[{"type": "caused_by", "target": call}],
+                    )
         self.term.status(None)
         if task.fail:
             self._finish(run, "error", f"error: simulated failure ({_shown(task.text)})")
@@ -215,15 +222,30 @@ class Stub:
         self.term.title(f"stub:{self._title_name} idle")
         self.term.lines(f"result: {result}")
         if status == "error":
-            self._emit(run, "run.error", result, status=status, error="simulated failure",
-                       severity="error", operator_action_required=True, confidence=1.0)
+            self._emit(
+                run,
+                "run.error",
+                result,
+                status=status,
+                error="simulated failure",
+                severity="error",
+                operator_action_required=True,
+                confidence=1.0,
+            )
             return
         refs = [f"stub://{self._title_name}/{run.id}/result.txt"] if status == "ok" else []
         verb = "completed" if status == "ok" else status
-        self._emit(run, "run.completed", f"{verb}: {_shown(run.task.text)}",
-                   status=status, result=result, operator_action_required=False,
-                   artifact_refs=refs, risk_detected=False,
-                   confidence=0.9 if status == "ok" else 1.0)
+        self._emit(
+            run,
+            "run.completed",
+            f"{verb}: {_shown(run.task.text)}",
+            status=status,
+            result=result,
+            operator_action_required=False,
+            artifact_refs=refs,
+            risk_detected=False,
+            confidence=0.9 if status == "ok" else 1.0,
+        )
 
     def _cancel(self, run: _Run, reason: str) -> None:
         self.term.status(None)
@@ -232,12 +254,24 @@ class Stub:
         self.term.title(f"stub:{self._title_name} idle")
         where = f"step {run.step}/{run.steps}" if run.step else "start"
         self.term.lines(f"cancelled: run {run.id} at {where}")
-        self._emit(run, "run.cancelled", f"cancelled at {where}", reason=reason,
-                   step=run.step, steps=run.steps)
+        self._emit(
+            run,
+            "run.cancelled",
+            f"cancelled at {where}",
+            reason=reason,
+            step=run.step,
+            steps=run.steps,
+        )
 
     # Top-level event fields the emission contract knows; everything else is payload.
-    _TOP_LEVEL = ("severity", "operator_action_required", "artifact_refs", "risk_detected",
-                  "confidence", "links")
+    _TOP_LEVEL = (
+        "severity",
+        "operator_action_required",
+        "artifact_refs",
+        "risk_detected",
+        "confidence",
+        "links",
+    )
 
     def _emit(self, run: _Run, event_type: str, summary: str, **fields: Any) -> str:
         run.seq += 1
@@ -245,8 +279,14 @@ class Stub:
         mode = self.config.emit
         if mode == "all" or (mode == "partial" and event_type in ("run.started", "tool_call")):
             top = {k: fields.pop(k) for k in self._TOP_LEVEL if k in fields}
-            event = {"event_type": event_type, "summary": summary, "idempotency_key": key,
-                     "tags": ["stub"], "payload": {"run_id": run.id, **fields}, **top}
+            event = {
+                "event_type": event_type,
+                "summary": summary,
+                "idempotency_key": key,
+                "tags": ["stub"],
+                "payload": {"run_id": run.id, **fields},
+                **top,
+            }
             self.term.lines(EVENTS_BEGIN, json.dumps(event, separators=(",", ":")), EVENTS_END)
         return key
 
@@ -379,19 +419,35 @@ def _bounded(kind: type[float] | type[int], low: float, high: float) -> Any:
 def parse_args(argv: list[str] | None, env: Mapping[str, str]) -> StubConfig:
     """Flags override ``FLEET_STUB_*`` variables, which a roster can set per session."""
     p = argparse.ArgumentParser(prog="fleet-agent stub", description=__doc__.split("\n\n")[0])
-    p.add_argument("--work-seconds", type=_bounded(float, 0, 86400),
-                   default=env.get(f"{ENV_PREFIX}WORK_SECONDS", "3"),
-                   help="seconds a run works (env FLEET_STUB_WORK_SECONDS; default 3)")
-    p.add_argument("--steps", type=_bounded(int, 1, 1000),
-                   default=env.get(f"{ENV_PREFIX}STEPS", "3"),
-                   help="progress steps per run (env FLEET_STUB_STEPS; default 3)")
-    p.add_argument("--emit", choices=EMIT_MODES, default=env.get(f"{ENV_PREFIX}EMIT", "all"),
-                   help="emission blocks to print (env FLEET_STUB_EMIT; default all)")
-    p.add_argument("--ignore-input", action="store_true",
-                   default=_env_flag(env.get(f"{ENV_PREFIX}IGNORE_INPUT")),
-                   help="read and discard prompts, never run (env FLEET_STUB_IGNORE_INPUT=1)")
-    p.add_argument("--name", default=env.get(f"{ENV_PREFIX}NAME", "stub"),
-                   help="shown in the banner and title (env FLEET_STUB_NAME)")
+    p.add_argument(
+        "--work-seconds",
+        type=_bounded(float, 0, 86400),
+        default=env.get(f"{ENV_PREFIX}WORK_SECONDS", "3"),
+        help="seconds a run works (env FLEET_STUB_WORK_SECONDS; default 3)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_bounded(int, 1, 1000),
+        default=env.get(f"{ENV_PREFIX}STEPS", "3"),
+        help="progress steps per run (env FLEET_STUB_STEPS; default 3)",
+    )
+    p.add_argument(
+        "--emit",
+        choices=EMIT_MODES,
+        default=env.get(f"{ENV_PREFIX}EMIT", "all"),
+        help="emission blocks to print (env FLEET_STUB_EMIT; default all)",
+    )
+    p.add_argument(
+        "--ignore-input",
+        action="store_true",
+        default=_env_flag(env.get(f"{ENV_PREFIX}IGNORE_INPUT")),
+        help="read and discard prompts, never run (env FLEET_STUB_IGNORE_INPUT=1)",
+    )
+    p.add_argument(
+        "--name",
+        default=env.get(f"{ENV_PREFIX}NAME", "stub"),
+        help="shown in the banner and title (env FLEET_STUB_NAME)",
+    )
     ns = p.parse_args(argv)
     if ns.emit not in EMIT_MODES:  # a default from the environment skips `choices`
         p.error(f"argument --emit: invalid choice: {ns.emit!r} (choose from {EMIT_MODES})")
