@@ -147,7 +147,7 @@ class CommandServer:
             },
             tags=["command", _verb(cmd), result.outcome.value],
         )
-        await self.agent.record(cmd.command_id, result, [audit])
+        await self.agent.ops.record(cmd.command_id, result, [audit])
 
     def _result(self, cmd: Command, outcome: Outcome, message: str, **kw: object) -> CommandResult:
         return CommandResult(
@@ -165,9 +165,9 @@ class CommandServer:
         body = cmd.body
         now = time.time()
         if isinstance(body, Spawn):
-            outcome, message = await agent.spawn(body)
+            outcome, message = await agent.ops.spawn(body)
             return self._result(cmd, outcome, message)
-        pane = await agent.pane(body.session)
+        pane = await agent.ops.pane(body.session)
         if pane is None:
             return self._result(
                 cmd,
@@ -175,7 +175,7 @@ class CommandServer:
                 f"no session {body.session!r} on {cmd.tenant}/{cmd.host}",
             )
         if isinstance(body, Stop):
-            outcome, message = await agent.stop_session(body.session)
+            outcome, message = await agent.ops.stop_session(body.session)
             return self._result(cmd, outcome, message)
         if isinstance(body, Takeover):
             ok, lease = agent.takeovers.acquire(
@@ -183,7 +183,7 @@ class CommandServer:
             )
             if not ok:
                 return self._lease_refusal(cmd, lease)
-            await agent.lease_event(body.session, "lease.acquired", lease, cmd.issued_by)
+            await agent.ops.lease_event(body.session, "lease.acquired", lease, cmd.issued_by)
             return self._result(
                 cmd,
                 Outcome.OK,
@@ -196,7 +196,7 @@ class CommandServer:
             if not ok and lease is not None:
                 return self._lease_refusal(cmd, lease)
             if lease is not None:
-                await agent.lease_event(body.session, "lease.released", lease, cmd.issued_by)
+                await agent.ops.lease_event(body.session, "lease.released", lease, cmd.issued_by)
             return self._result(
                 cmd,
                 Outcome.OK if lease else Outcome.NOOP,
@@ -216,7 +216,7 @@ class CommandServer:
                 },
             )
         if isinstance(body, Explain):
-            return self._result(cmd, Outcome.OK, **await agent.explain(body.session, pane))
+            return self._result(cmd, Outcome.OK, **await agent.ops.explain(body.session, pane))
         if pane.dead:
             return self._result(
                 cmd,
@@ -227,7 +227,7 @@ class CommandServer:
         lease = agent.takeovers.allows(body.session, cmd.issued_by, now)
         if lease is not None:
             return self._lease_refusal(cmd, lease)
-        spec = agent.runtime_of(body.session)
+        spec = agent.ops.runtime_of(body.session)
         if isinstance(body, Send):
             verify = spec.interactive if body.verify is None else body.verify
             out = await agent.steering.send(pane, spec, body.text, verify, body.timeout_s)
@@ -235,7 +235,7 @@ class CommandServer:
                 cmd, out.outcome, out.message, screen=out.screen, details=out.details or {}
             )
         if isinstance(body, Cancel):
-            return await agent.cancel(cmd, pane, spec, body.timeout_s, self._result)
+            return await agent.ops.cancel(cmd, pane, spec, body.timeout_s, self._result)
         return self._result(cmd, Outcome.BAD_REQUEST, f"unknown verb {_verb(cmd)}")
 
     def _lease_refusal(self, cmd: Command, lease: object) -> CommandResult:

@@ -29,7 +29,7 @@ async def stream_watches(agent: HostAgent) -> None:
             del last[gone]
         nc = agent.nc
         for session in active:
-            pane = await agent.pane(session)
+            pane = await agent.ops.pane(session)
             if pane is None or nc is None or not nc.is_connected:
                 continue
             screen = await agent.tmux.capture(pane.pane_id, escapes=True)
