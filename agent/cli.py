@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +11,8 @@ from typing import Annotated
 import anyio
 import typer
 
-from agent.config import ConfigError, load
+from agent.config import AgentConfig, ConfigError, load
+from agent.uid import Decision, UidError, resolve, session_identity
 
 app = typer.Typer(
     add_completion=False,
@@ -31,6 +33,9 @@ def setup_logging(level: str) -> None:
 @app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="agent TOML config")],
+    allow_root: Annotated[
+        bool, typer.Option("--allow-root", help="run sessions as root when no user is set")
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug|info|warning|error")] = "info",
 ) -> None:
     """Run the host agent: launch the roster, watch every pane, heartbeat to NATS."""
@@ -39,10 +44,19 @@ def run(
     setup_logging(log_level)
     try:
         cfg = load(config)
-    except ConfigError as exc:
+        decision = session_identity_for(cfg, allow_root or cfg.allow_root)
+    except (ConfigError, UidError) as exc:
         typer.echo(f"fleet-agent: {exc}", err=True)
         raise typer.Exit(2) from None
-    anyio.run(HostAgent(cfg).serve)
+    if decision.warning:
+        logging.getLogger("agent").warning(decision.warning)
+    anyio.run(HostAgent(cfg, run_as=decision.run_as).serve)
+
+
+def session_identity_for(cfg: AgentConfig, allow_root: bool) -> Decision:
+    """Who this agent's sessions run as (agent/uid.py has the rules)."""
+    user = resolve(cfg.run_as_user) if cfg.run_as_user else None
+    return session_identity(os.geteuid(), cfg.tenant, user, allow_root)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

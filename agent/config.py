@@ -55,6 +55,8 @@ class AgentConfig(msgspec.Struct, frozen=True, kw_only=True):
     window_height: int = 50
     outbox_max_events: int = 100_000
     restart_backoff_s: float = 5.0  # first restart of a dead core session; doubles, max 60 s
+    run_as_user: str | None = None  # the tenant's Linux user: sessions run as it (root agent)
+    allow_root: bool = False  # run sessions as root when the agent is root and no user is set
     runtimes_dir: str | None = None  # extra runtime specs (*.toml) overriding the built-ins
     sessions: list[SessionSpec] = []
 

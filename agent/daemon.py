@@ -34,6 +34,7 @@ from agent.signals import ExitFlags, watch_signals
 from agent.steering import Steering
 from agent.supervisor import Supervisor
 from agent.tmux import TMUX_CONF, Pane, Tmux
+from agent.uid import Identity, as_user_prefix, private_dir
 from agent.version import VERSION
 from agent.watch import stream_watches
 from protocol import encode, subjects
@@ -57,8 +58,15 @@ def default_command(spec: SessionSpec) -> str | list[str] | None:
 
 
 class HostAgent:
-    def __init__(self, config: AgentConfig, *, flags: ExitFlags | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        flags: ExitFlags | None = None,
+        run_as: Identity | None = None,
+    ) -> None:
         self.config = config
+        self.run_as = run_as  # sessions (the tmux server) run as this user; None: as we are
         self.flags = flags or ExitFlags()
         self.host = config.host_id
         self.clock = HeartbeatClock(
@@ -68,7 +76,9 @@ class HostAgent:
             agent_version=VERSION,
         )
         self.nc: Client | None = None
-        self.tmux = Tmux(config.socket_name, config.state_path / "tmux.conf")
+        self.tmux = Tmux(
+            config.socket_name, config.state_path / "tmux.conf", prefix=as_user_prefix(run_as)
+        )
         self.runtimes: dict[str, RuntimeSpec] = {}
         self.table: SessionTable | None = None
         self.boot_units = BootUnits()
@@ -106,16 +116,16 @@ class HostAgent:
             tg.cancel_scope.cancel()
 
     async def startup(self) -> None:
-        state = self.config.state_path
-        state.mkdir(parents=True, exist_ok=True)
+        state = private_dir(self.config.state_path, self.run_as)
         (state / "tmux.conf").write_text(TMUX_CONF)
+        (state / "tmux.conf").chmod(0o644)
         extra = Path(self.config.runtimes_dir) if self.config.runtimes_dir else None
         self.runtimes = load_runtimes(extra)
         self.table = SessionTable(list(self.config.sessions), self.runtimes)
         self.supervisor = Supervisor(
             self.tmux, self.table, self.launch, backoff_s=self.config.restart_backoff_s
         )
-        self.capture.logs_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.capture.logs_dir, self.run_as)  # pipe-pane writes as the tenant
         await anyio.to_thread.run_sync(self.outbox.open)
         self.nc = await natsconn.connect(
             self.config.nats,

@@ -37,6 +37,7 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
     tls_cert: str | None = None
     tls_key: str | None = None
     connect_timeout_s: float = 2.0
+    inbox_prefix: str | None = None  # private reply inbox; required under the generated config
 
 
 def backoff_delay(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
@@ -44,7 +45,7 @@ def backoff_delay(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKO
     return random.uniform(0, min(cap, base * (2 ** min(attempt, 16))))
 
 
-def _tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
+def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
     if not (settings.tls_ca or settings.tls_cert):
         return None
     ctx = ssl.create_default_context(cafile=settings.tls_ca)
@@ -97,7 +98,7 @@ async def connect(
         "disconnected_cb": on_disconnected or _noop,
         "reconnected_cb": on_reconnected or _noop,
         "closed_cb": _noop,
-        "tls": _tls_context(settings),
+        "tls": tls_context(settings),
     }
     if settings.credentials:
         kwargs["user_credentials"] = str(Path(settings.credentials).expanduser())
@@ -108,6 +109,8 @@ async def connect(
         kwargs["password"] = settings.password
     if settings.token:
         kwargs["token"] = settings.token
+    if settings.inbox_prefix:
+        kwargs["inbox_prefix"] = settings.inbox_prefix
 
     attempt = 0
     while True:

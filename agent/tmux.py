@@ -105,12 +105,16 @@ def _clean_env() -> dict[str, str]:
 class Tmux:
     """A tmux server on a private socket."""
 
-    def __init__(self, socket_name: str, conf_path: Path | None = None) -> None:
+    def __init__(
+        self, socket_name: str, conf_path: Path | None = None, prefix: Sequence[str] = ()
+    ) -> None:
         self.socket_name = socket_name
         self.conf_path = conf_path
+        # e.g. setpriv …: every tmux call, and so the server and its panes, as the tenant.
+        self.prefix = list(prefix)
 
     def _argv(self, args: Sequence[str]) -> list[str]:
-        argv = ["tmux", "-L", self.socket_name]
+        argv = [*self.prefix, "tmux", "-L", self.socket_name]
         if self.conf_path is not None:
             argv += ["-f", str(self.conf_path)]
         return [*argv, *args]

@@ -61,6 +61,15 @@ def run_client(fn: Any, nats_url: str | None, deadline: float | None = CLI_DEADL
 
     try:
         return anyio.run(main)
+    except BaseExceptionGroup as group:  # from a task group (watch, follow): one real cause
+        first = _leaf(group)
+        if isinstance(first, BrokenPipeError):
+            raise typer.Exit(0) from None
+        if isinstance(first, ClientError | ValueError):
+            fail(str(first))
+        raise
+    except BrokenPipeError:  # the reader went away (`| head`): not an error
+        raise typer.Exit(0) from None
     except ClientError as exc:
         fail(str(exc))
     except TimeoutError:
@@ -70,6 +79,11 @@ def run_client(fn: Any, nats_url: str | None, deadline: float | None = CLI_DEADL
         )
     except ValueError as exc:  # a bad id or argument, caught before anything was sent
         fail(str(exc))
+
+
+def _leaf(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 @app.command()
@@ -152,7 +166,12 @@ def up(
         Path | None, typer.Option(help="where NATS, controller and agent keep files")
     ] = None,
     port: Annotated[int, typer.Option(help="NATS port (a free one if taken)")] = 4222,
-    tenant: Annotated[str, typer.Option(help="tenant of the demo fleet")] = "demo",
+    tenants: Annotated[
+        str, typer.Option(help="tenants of the demo fleet, comma-separated")
+    ] = "demo",
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="no NATS auth: one shared account (not secure)")
+    ] = False,
     host: Annotated[str | None, typer.Option(help="host id of the local agent")] = None,
     tmux_socket: Annotated[
         str | None, typer.Option(help="tmux socket of the demo sessions")
@@ -167,9 +186,10 @@ def up(
     opts = UpOptions(
         data_dir=data_dir,
         port=port,
-        tenant=tenant,
+        tenants=tuple(t.strip() for t in tenants.split(",") if t.strip()),
         host=host,
         tmux_socket=tmux_socket,
+        insecure=insecure,
         heartbeat_interval_s=heartbeat_interval,
     )
     anyio.run(run_up, opts)

@@ -211,6 +211,9 @@ LEASE_S = 6.0
 async def _watch(client: ControllerClient, target: str, with_events: bool, json_out: bool) -> None:
     watcher = f"{operator()}:{uuid.uuid4().hex[:8]}"
     name = target.split("/")[-1]
+    # Frames come to our own inbox: the controller relays them (we may not see tenant subjects).
+    deliver = client.nc.new_inbox()
+    frames = await client.nc.subscribe(deliver)
 
     async def renew(resync: bool) -> CommandResult:
         req = CommandRequest(
@@ -218,6 +221,7 @@ async def _watch(client: ControllerClient, target: str, with_events: bool, json_
             body=Watch(session=name, watcher=watcher, ttl_s=LEASE_S, resync=resync),
             issued_by=operator(),
             timeout_s=5.0,
+            deliver=deliver,
         )
         result = await client.call("cmd", req, CommandResult)
         if result.outcome is not Outcome.OK:
@@ -227,8 +231,7 @@ async def _watch(client: ControllerClient, target: str, with_events: bool, json_
         return result
 
     first = await renew(False)
-    frames = await client.nc.subscribe(first.details["subject"])
-    await renew(True)  # subscribed now: ask for the snapshot we could have missed
+    await renew(True)  # the relay is in place now: ask for the snapshot it could have missed
     out = sys.stdout
     since = None
 

@@ -17,7 +17,7 @@ import platformdirs
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from agent.natsconn import NatsSettings
+from agent.natsconn import NatsSettings, tls_context
 from protocol import DecodeError, decode, encode, subjects
 from protocol.api import ApiError
 
@@ -92,6 +92,13 @@ class ControllerClient:
             kwargs["user"], kwargs["password"] = self.settings.user, self.settings.password
         if self.settings.token:
             kwargs["token"] = self.settings.token
+        if self.settings.nkey_seed:
+            kwargs["nkeys_seed"] = str(Path(self.settings.nkey_seed).expanduser())
+        if self.settings.inbox_prefix:
+            kwargs["inbox_prefix"] = self.settings.inbox_prefix
+        tls = tls_context(self.settings)
+        if tls is not None:
+            kwargs["tls"] = tls
 
         errors: list[Exception] = []
 

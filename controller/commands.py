@@ -14,9 +14,10 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from controller.state import FleetState
+from controller.watch_relay import WatchRelay
 from protocol import DecodeError, decode, encode, subjects
 from protocol.api import HostState
-from protocol.commands import Command, CommandRequest, CommandResult, Outcome, Spawn
+from protocol.commands import Command, CommandRequest, CommandResult, Outcome, Spawn, Watch
 from protocol.events import Event
 
 Observe = Callable[[CommandResult, str], None]
@@ -78,6 +79,7 @@ class CommandRouter:
         self.connection = connection
         self.audit = audit
         self.round_trips_ms: list[float] = []
+        self.relay: WatchRelay | None = None
 
     async def handle(self, req: CommandRequest) -> CommandResult:
         command_id = req.command_id or new_command_id()
@@ -112,7 +114,7 @@ class CommandRouter:
             deadline=now + req.timeout_s,
             body=body,
         )
-        nc = self.connection()
+        nc = self.connection(tenant)
         if nc is None:
             return CommandResult(
                 command_id=command_id,
@@ -153,4 +155,11 @@ class CommandRouter:
                 outcome=Outcome.FAILED,
                 message=f"unreadable answer from {tenant}/{host}: {exc}",
             )
+        if (
+            isinstance(body, Watch)
+            and req.deliver
+            and self.relay is not None
+            and result.outcome is Outcome.OK
+        ):
+            await self.relay.add((tenant, host, session), req.deliver, body.ttl_s)
         return msgspec.structs.replace(result, round_trip_ms=rtt)

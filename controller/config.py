@@ -25,7 +25,11 @@ def default_data_dir() -> Path:
 
 class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
     tenants: list[str]
+    # The API connection (the CONTROL account under the generated config) and, when each
+    # tenant is its own NATS account, one connection per tenant. Without `tenant_nats` every
+    # tenant shares the `nats` connection (the --insecure, single-account setup).
     nats: NatsSettings = NatsSettings()
+    tenant_nats: dict[str, NatsSettings] = {}
     data_dir: str = ""  # empty: <user data dir>/controller
     liveness_tick_s: float = 0.5
     # After a restart no host is marked suspect or down before this many seconds: hosts need

@@ -15,6 +15,7 @@ import anyio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
 
 from agent import natsconn
 from agent.signals import ExitFlags, watch_signals
@@ -32,6 +33,7 @@ from controller.statedb import StateDB
 from controller.store import EventStore
 from controller.synth_runner import SynthesisRunner, relink
 from controller.views import ps_page
+from controller.watch_relay import WatchRelay
 from protocol import DecodeError, decode, subjects
 from protocol.api import PsReply, PsRequest, StatusReply, StatusRequest
 from protocol.commands import CommandRequest
@@ -59,6 +61,8 @@ class Controller:
         self.config = config
         self.flags = flags or ExitFlags()
         self.state = FleetState(grace_s=config.restart_grace_s)
+        self.nc: Client | None = None  # the API connection
+        self.tenant_nc: dict[str, Client] = {}  # one per tenant account (or self.nc for all)
         self.db = StateDB(config.data_path / "fleet.db")
         self.api = ApiService(config.api_queue)
         self.api.route("ps", PsRequest, self._ps)
@@ -84,10 +88,10 @@ class Controller:
         self.api.route("events.show", EventShowRequest, self.events.show)
         self.api.route("events.link", EventLinkRequest, self.events.link)
         self.api.route("store.rebuild", RebuildRequest, self.events.rebuild)
-        self.commands = CommandRouter(self.state, lambda: self.nc)
+        self.commands = CommandRouter(self.state, self.tenant_nc.get)
+        self.commands.relay = WatchRelay(self.tenant_nc.get, lambda: self.nc)
         self.api.route("cmd", CommandRequest, self.commands.handle)
         report_api.register(self)
-        self.nc: Client | None = None
         self.started_at = time.time()
         self._subs: list[Subscription] = []
         self._pending_transitions: list[Transition] = []
@@ -129,15 +133,21 @@ class Controller:
         self.ingest.counters = self.state.counters
         await anyio.to_thread.run_sync(self.store.open)
         self.nc = await natsconn.connect(self.config.nats, name="fleet-controller")
-        await self.ingest.setup(self.nc.jetstream())
-        await self.synthesis.warm()
         for tenant in self.config.tenants:
+            own = self.config.tenant_nats.get(tenant)
+            self.tenant_nc[tenant] = (
+                await natsconn.connect(own, name=f"fleet-controller {tenant}") if own else self.nc
+            )
+        await self.ingest.setup(self._jetstreams())
+        await self.synthesis.warm()
+        for tenant, nc in self.tenant_nc.items():
             self._subs.append(
-                await self.nc.subscribe(subjects.all_heartbeats(tenant), cb=self._on_heartbeat)
+                await nc.subscribe(subjects.all_heartbeats(tenant), cb=self._on_heartbeat)
             )
             self._subs.append(
-                await self.nc.subscribe(subjects.all_lifecycles(tenant), cb=self._on_lifecycle)
+                await nc.subscribe(subjects.all_lifecycles(tenant), cb=self._on_lifecycle)
             )
+            await nc.flush()
         await self.api.start(self.nc)
         await self.nc.flush()
         log.info(
@@ -154,22 +164,27 @@ class Controller:
                 await tg.start(serve_metrics, self.metrics, self.config.metrics_addr)
             tg.start_soon(self._liveness_loop)
             tg.start_soon(self._persist_loop)
-            tg.start_soon(self.ingest.run, self.nc.jetstream(), self.ingest_lock)
+            tg.start_soon(self.ingest.run, self._jetstreams(), self.ingest_lock)
             await self.flags.should_exit.wait()
             tg.cancel_scope.cancel()
 
     async def shutdown(self) -> None:
         with anyio.move_on_after(SHUTDOWN_STEP_S):
             await self.api.stop()
+            if self.commands.relay is not None:
+                await self.commands.relay.close()
             for sub in self._subs:
                 await sub.unsubscribe()
         self._subs.clear()
         if self.db._db is not None:
             self._persist(everything=True)
         nc, self.nc = self.nc, None
-        if nc is not None:
-            with anyio.move_on_after(SHUTDOWN_STEP_S):
-                await nc.close()
+        own = [c for c in self.tenant_nc.values() if c is not nc]
+        self.tenant_nc.clear()
+        for conn in [*own, nc]:
+            if conn is not None:
+                with anyio.move_on_after(SHUTDOWN_STEP_S):
+                    await conn.close()
         self.db.close()
         self.store.close()
         log.info("controller stopped")
@@ -225,6 +240,8 @@ class Controller:
             await anyio.sleep(self.config.liveness_tick_s)
             for transition in self.state.tick():
                 self._record(transition)
+            if self.commands.relay is not None:
+                await self.commands.relay.expire()
             await self.synthesis.tick()
 
     async def _persist_loop(self) -> None:
@@ -259,17 +276,21 @@ class Controller:
     async def _on_stored(self, events: Sequence[Event], ids: Sequence[int | None]) -> None:
         await self.synthesis.on_stored(events, ids)
 
+    def _jetstreams(self) -> dict[str, JetStreamContext]:
+        return {tenant: nc.jetstream() for tenant, nc in self.tenant_nc.items()}
+
     async def _publish_event(self, subject: str, data: bytes, msg_id: str) -> None:
-        if self.nc is None:
+        nc = self.tenant_nc.get(subjects.parse(subject).tenant)
+        if nc is None:
             raise RuntimeError("not connected")
-        await self.nc.jetstream().publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+        await nc.jetstream().publish(subject, data, headers={"Nats-Msg-Id": msg_id})
 
     async def _replay_all(self) -> tuple[list[Event], list[float]]:
         assert self.nc is not None
         events: list[Event] = []
         stamps: list[float] = []
         for tenant in self.config.tenants:
-            got, at = await replay(self.nc.jetstream(), tenant)
+            got, at = await replay(self.tenant_nc[tenant].jetstream(), tenant)
             events += got
             stamps += at
         return events, stamps

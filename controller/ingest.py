@@ -148,14 +148,14 @@ class Ingest:
         if self.counters is not None:
             self.counters[name] = self.counters.get(name, 0) + n
 
-    async def setup(self, js: JetStreamContext) -> None:
+    async def setup(self, js_by_tenant: dict[str, JetStreamContext]) -> None:
         for tenant in self.tenants:
-            await ensure_stream(js, tenant, self.settings)
+            await ensure_stream(js_by_tenant[tenant], tenant, self.settings)
 
-    async def run(self, js: JetStreamContext, pause: anyio.Lock) -> None:
+    async def run(self, js_by_tenant: dict[str, JetStreamContext], pause: anyio.Lock) -> None:
         async with anyio.create_task_group() as tg:
             for tenant in self.tenants:
-                tg.start_soon(self._consume, js, tenant, pause)
+                tg.start_soon(self._consume, js_by_tenant[tenant], tenant, pause)
 
     async def _consume(self, js: JetStreamContext, tenant: str, pause: anyio.Lock) -> None:
         stream = subjects.event_stream_name(tenant)
@@ -177,7 +177,8 @@ class Ingest:
                 except NatsTimeoutError:
                     continue
                 except Exception as exc:  # disconnected, consumer gone: wait and retry
-                    log.warning("fetching events for %s failed: %s", tenant, exc)
+                    log.warning("fetching events for %s failed: %s", tenant,
+                                exc or type(exc).__name__)
                     await anyio.sleep(1.0)
                     continue
                 if not msgs:

@@ -118,6 +118,7 @@ class CommandRequest(Message, frozen=True, tag="cmd.request"):
     issued_by: str
     timeout_s: float = 15.0
     command_id: str | None = None  # set by the CLI to make retries idempotent
+    deliver: str | None = None  # watch: the CLI's inbox subject the frames are relayed to
 
 
 class WatchFrame(Message, frozen=True, tag="watch.frame"):

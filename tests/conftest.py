@@ -134,6 +134,8 @@ class Fleet:
             tmux_socket=socket,
             state_dir=str(self.tmp / f"agent-{tenant}-{host}"),
             heartbeat_interval_s=kw.pop("heartbeat_interval_s", 0.5),
+            # Tests run as root (CI does): the sessions of these test fleets may too.
+            allow_root=kw.pop("allow_root", True),
             poll_interval_s=kw.pop("poll_interval_s", 0.25),
             sessions=sessions,
             **kw,
