@@ -18,7 +18,9 @@ import msgspec
 
 from protocol import decode, encode, subjects
 from protocol.commands import CommandResult
-from protocol.events import Event
+from protocol.events import MAX_EXCERPT_CHARS, Event, Severity, SourceKind
+from protocol.limits import PAYLOAD_LIMITS
+from protocol.subjects import Kind
 
 DEFAULT_MAX_EVENTS = 100_000
 
@@ -54,6 +56,29 @@ class Pending:
     msg_id: str
     subject: str
     data: bytes
+
+
+def oversize_replacement(event: Event) -> Event:
+    """An event too large for the stream becomes a validation_error that says so."""
+    size = len(encode(event))
+    return msgspec.structs.replace(
+        event,
+        event_type="validation_error",
+        source_kind=SourceKind.SYSTEM,
+        severity=Severity.WARNING,
+        summary=f"{event.event_type} event of {size} bytes dropped: "
+        f"over the {PAYLOAD_LIMITS[Kind.EVT]}-byte limit",
+        payload={
+            "reason": "oversize_event",
+            "detail": f"{size} bytes",
+            "excerpt": encode(event)[:MAX_EXCERPT_CHARS].decode(errors="replace"),
+        },
+        tags=["validation_error", "oversize"],
+        links=[],
+        artifact_refs=[],
+        idempotency_key=None,
+        provenance="host agent size limit",
+    )
 
 
 class OutboxFull(Exception):
@@ -134,6 +159,8 @@ class Outbox:
         for draft in drafts:
             self.seq += 1
             event = msgspec.structs.replace(draft, boot_id=self.boot_id, seq=self.seq)
+            if len(encode(event)) > PAYLOAD_LIMITS[Kind.EVT]:
+                event = oversize_replacement(event)
             events.append(event)
             rows.append(
                 (

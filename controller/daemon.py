@@ -26,7 +26,7 @@ from controller.config import ControllerConfig
 from controller.events_api import EventsApi
 from controller.ingest import Ingest, replay
 from controller.metrics import serve_metrics
-from controller.ratelog import RateLimitedLog
+from controller.rejects import Rejects
 from controller.service import ApiService
 from controller.state import FleetState, HostEntry, Transition, percentile
 from controller.statedb import StateDB
@@ -47,6 +47,7 @@ from protocol.events_api import (
 )
 from protocol.heartbeat import Heartbeat
 from protocol.lifecycle import Lifecycle
+from protocol.limits import PAYLOAD_LIMITS
 from protocol.subjects import SubjectError
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Controller:
             on_stored=self._on_stored,
             counters=self.state.counters,
         )
+        self.rejects = Rejects(self.state.counters, self._publish_event)
         self.synthesis = SynthesisRunner(self.store, config.synthesis, self._publish_event)
         self.events = EventsApi(
             self.store,
@@ -96,7 +98,6 @@ class Controller:
         self._subs: list[Subscription] = []
         self._pending_transitions: list[Transition] = []
         self._roll = 0
-        self._warn = RateLimitedLog(log)
 
     # -- life -------------------------------------------------------------------------------
     async def serve(self, install_signal_handlers: bool = True) -> None:
@@ -130,6 +131,7 @@ class Controller:
         self.state = FleetState(grace_s=self.config.restart_grace_s)
         self.state.restore(restored)
         self.commands.state = self.state
+        self.rejects.counters = self.state.counters
         self.ingest.counters = self.state.counters
         await anyio.to_thread.run_sync(self.store.open)
         self.nc = await natsconn.connect(self.config.nats, name="fleet-controller")
@@ -191,6 +193,11 @@ class Controller:
 
     # -- intake -----------------------------------------------------------------------------
     async def _on_heartbeat(self, msg: Msg) -> None:
+        if len(msg.data) > PAYLOAD_LIMITS[subjects.Kind.HB]:
+            await self.rejects.reject(
+                msg.subject, msg.data, "hb", f"{len(msg.data)} bytes, over the limit"
+            )
+            return
         try:
             where = subjects.parse(msg.subject)
             hb = decode(msg.data, Heartbeat)
@@ -199,22 +206,25 @@ class Controller:
                     f"body says {hb.tenant}/{hb.host} but the subject {where.tenant}/{where.host}"
                 )
         except (SubjectError, DecodeError) as exc:
-            self.state.count("malformed_heartbeats")
-            self._warn.warning("hb", "malformed heartbeat on %s: %s", msg.subject, exc)
+            await self.rejects.reject(msg.subject, msg.data, "hb", str(exc))
             return
         self.metrics.observe_heartbeat(time.time() - hb.sent_at)
         self._record(self.state.on_heartbeat(hb))
         await self.synthesis.on_heartbeat(hb)
 
     async def _on_lifecycle(self, msg: Msg) -> None:
+        if len(msg.data) > PAYLOAD_LIMITS[subjects.Kind.LC]:
+            await self.rejects.reject(
+                msg.subject, msg.data, "lc", f"{len(msg.data)} bytes, over the limit"
+            )
+            return
         try:
             where = subjects.parse(msg.subject)
             lc = decode(msg.data, Lifecycle)
             if (lc.tenant, lc.host) != (where.tenant, where.host):
                 raise DecodeError("body and subject name different hosts")
         except (SubjectError, DecodeError) as exc:
-            self.state.count("malformed_lifecycle")
-            self._warn.warning("lc", "malformed lifecycle notice on %s: %s", msg.subject, exc)
+            await self.rejects.reject(msg.subject, msg.data, "lc", str(exc))
             return
         log.info("host %s/%s: %s (boot %s)", lc.tenant, lc.host, lc.event.value, lc.boot_id)
         self._record(self.state.on_lifecycle(lc))

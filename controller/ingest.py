@@ -30,6 +30,7 @@ from controller.store import EventStore
 from protocol import DecodeError, decode, subjects
 from protocol.emission import excerpt
 from protocol.events import Event, Severity, SourceKind, derived_boot_id
+from protocol.limits import PAYLOAD_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def stream_config(tenant: str, settings: StreamSettings) -> StreamConfig:
         duplicate_window=settings.duplicate_window_s,
         num_replicas=settings.replicas,
         max_bytes=settings.max_bytes,
+        max_msg_size=PAYLOAD_LIMITS[subjects.Kind.EVT],
     )
 
 
@@ -177,8 +179,9 @@ class Ingest:
                 except NatsTimeoutError:
                     continue
                 except Exception as exc:  # disconnected, consumer gone: wait and retry
-                    log.warning("fetching events for %s failed: %s", tenant,
-                                exc or type(exc).__name__)
+                    log.warning(
+                        "fetching events for %s failed: %s", tenant, exc or type(exc).__name__
+                    )
                     await anyio.sleep(1.0)
                     continue
                 if not msgs:

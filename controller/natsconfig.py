@@ -27,16 +27,6 @@ SYSTEM_ACCOUNT = "SYS"
 CONTROL_ACCOUNT = "CONTROL"
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
-# Largest message the controller accepts per subject kind; the server's max_payload bounds
-# them all. Events also get the limit as the stream's max_msg_size, so JetStream refuses an
-# oversize event before it is stored.
-PAYLOAD_LIMITS: dict[subjects.Kind, int] = {
-    subjects.Kind.HB: 1024 * 1024,  # a snapshot of every session of a busy host
-    subjects.Kind.LC: 16 * 1024,
-    subjects.Kind.EVT: 256 * 1024,
-    subjects.Kind.OUT: 256 * 1024,
-    subjects.Kind.CMD: 256 * 1024,
-}
 
 
 class JetStreamLimits(msgspec.Struct, frozen=True, kw_only=True):
