@@ -114,10 +114,10 @@ def test_controller_restart_never_reports_a_live_host_down(fleet: Fleet, tmux_so
 
 
 def test_controller_restart_still_catches_a_dead_host(fleet: Fleet, tmux_socket: str) -> None:
-    tenant, controller, agent = start(fleet, tmux_socket, restart_grace_s=1.0)
+    tenant, controller, agent = start(fleet, tmux_socket, restart_grace_s=3.0)
     controller.stop()
     agent.kill()  # dies while the controller is away: no shutdown notice
-    fleet.start_controller(fleet.controller_config([tenant], restart_grace_s=1.0))
+    fleet.start_controller(fleet.controller_config([tenant], restart_grace_s=3.0))
     assert host_state(fleet, tenant) == "ok"  # restored from the store, listed at once
     wait_for(lambda: host_state(fleet, tenant) == "down", timeout=15, what="down after grace")
 
