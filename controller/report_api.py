@@ -17,7 +17,8 @@ import msgspec
 
 from controller.metrics import FleetMetrics
 from controller.report_render import fmt, fmt_change
-from controller.reports import baseline, load_inputs, weekly
+from controller.report_weekly import weekly
+from controller.reports import baseline, load_inputs
 from controller.store import StoreError
 from protocol import encode, subjects
 from protocol.api import ApiError, ErrorCode

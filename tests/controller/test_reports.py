@@ -14,7 +14,8 @@ from xml.etree import ElementTree
 import pytest
 
 from controller.report_render import baseline_md, daily_svg, to_json, weekly_md
-from controller.reports import baseline, load_inputs, week_range, weekly
+from controller.report_weekly import week_range, weekly
+from controller.reports import baseline, load_inputs
 from controller.state import HostEntry, Transition
 from controller.statedb import StateDB
 from controller.store import EventStore
