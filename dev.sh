@@ -73,7 +73,7 @@ case "$cmd" in
     test)
         setup
         log "ruff"
-        "$VENV/bin/ruff" check protocol agent controller tests bench
+        "$VENV/bin/ruff" check .
         log "pytest"
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
