@@ -66,12 +66,12 @@ def run_client(fn: Any, nats_url: str | None, deadline: float | None = CLI_DEADL
         if isinstance(first, BrokenPipeError):
             raise typer.Exit(0) from None
         if isinstance(first, ClientError | ValueError):
-            fail(str(first))
+            fail(str(first), getattr(first, "exit_code", 2))
         raise
     except BrokenPipeError:  # the reader went away (`| head`): not an error
         raise typer.Exit(0) from None
     except ClientError as exc:
-        fail(str(exc))
+        fail(str(exc), exc.exit_code)
     except TimeoutError:
         fail(
             f"no answer from the controller at {','.join(resolve_settings(nats_url).servers)} "

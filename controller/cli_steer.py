@@ -14,7 +14,7 @@ import anyio
 import msgspec
 import typer
 
-from controller.client import ControllerClient
+from controller.client import CommandRefused, ControllerClient
 from protocol import decode
 from protocol.commands import (
     SUCCESS,
@@ -225,9 +225,7 @@ async def _watch(client: ControllerClient, target: str, with_events: bool, json_
         )
         result = await client.call("cmd", req, CommandResult)
         if result.outcome is not Outcome.OK:
-            from controller.client import ClientError
-
-            raise ClientError(f"watch {target}: {result.outcome.value}: {result.message}")
+            raise CommandRefused(f"watch {target}: {result.outcome.value}: {result.message}")
         return result
 
     first = await renew(False)

@@ -31,6 +31,14 @@ REQUEST_TIMEOUT_S = 5.0
 class ClientError(RuntimeError):
     """The controller could not be reached or refused the request; the message says why."""
 
+    exit_code = 2
+
+
+class CommandRefused(ClientError):
+    """The controller answered, and the answer is no (unknown session, lease held, …)."""
+
+    exit_code = 1
+
 
 def context_path() -> Path:
     return Path(platformdirs.user_config_dir("agentfleet")) / "context.toml"
@@ -140,5 +148,5 @@ class ControllerClient:
         except DecodeError as exc:
             raise ClientError(f"unreadable reply to {verb}: {exc}") from None
         if isinstance(reply, ApiError):
-            raise ClientError(f"{verb}: {reply.message} ({reply.code.value})")
+            raise CommandRefused(f"{verb}: {reply.message} ({reply.code.value})")
         return reply
