@@ -6,11 +6,10 @@ import json
 import uuid
 from typing import Any
 
-from test_events_delivery import send_prompts
-
 from agent.config import SessionSpec
 from conftest import Fleet, wait_for
 from controller.synthesis import SynthesisConfig
+from test_events_delivery import send_prompts
 
 GRACE = 1.0
 
