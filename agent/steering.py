@@ -54,8 +54,18 @@ class Steering:
     async def state(self, pane: Pane, spec: RuntimeSpec) -> tuple[SessionState, Match, list[str]]:
         # Screen and title from one tmux call: the title in `pane` may be seconds old, and a
         # stale "working" title would outvote a fresh idle prompt.
-        out = await self.tmux.run("capture-pane", "-p", "-t", pane.pane_id, ";",
-                                  "display-message", "-p", "-t", pane.pane_id, "#{pane_title}")
+        out = await self.tmux.run(
+            "capture-pane",
+            "-p",
+            "-t",
+            pane.pane_id,
+            ";",
+            "display-message",
+            "-p",
+            "-t",
+            pane.pane_id,
+            "#{pane_title}",
+        )
         lines = out.split("\n")
         if lines and lines[-1] == "":
             lines.pop()
