@@ -262,8 +262,9 @@ def test_controller_counts_stored_events_and_posts_the_weekly_report(
              what="the digest counted")  # fmt: skip
     assert len(found()) == 1
 
+    # The controller answered "no": exit 1 (2 is for a controller that cannot be reached).
     bad_week = fleet.cli("report", "weekly", "--week", "nope", "-o", str(out))
-    assert bad_week.returncode == 2 and "2026-W47" in bad_week.stderr
+    assert bad_week.returncode == 1 and "2026-W47" in bad_week.stderr
     assert len(bad_week.stderr.strip().splitlines()) == 1
     no_dir = fleet.cli("report", "weekly", "-o", str(tmp_path / "absent"))
     assert no_dir.returncode == 2 and "not a directory" in no_dir.stderr
