@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from agent.stub_term import Terminal, isatty, sigint_raises, no_echo
+from agent.stub_term import Terminal, isatty, no_echo, sigint_raises
 
 EVENTS_BEGIN = "<!--FLEET_EVENTS_BEGIN-->"
 EVENTS_END = "<!--FLEET_EVENTS_END-->"
