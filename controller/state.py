@@ -33,6 +33,10 @@ class HostEntry:
     last_seen_mono: float
     sessions: list[SessionSnapshot]
     restored: bool = False
+    # Indexes of the sessions with a flag, cached for the sessions list they were computed on
+    # (`fleet ps --problems` over 500,000 sessions must not re-examine every one each call).
+    _problems: list[int] | None = None
+    _problems_of: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,28 @@ class Transition:
     at: float  # wall clock
     reason: str
     silent_s: float | None = None  # for suspect/down: seconds since the last heartbeat
+
+
+def has_flag(snap: SessionSnapshot) -> bool:
+    """session_flags(snap) != [], without building the list."""
+    return (
+        snap.pane is not PaneState.ALIVE
+        or not snap.managed
+        or snap.boot_enabled.value == "no"
+        or (
+            snap.runtime_observed is not None
+            and snap.runtime_configured is not None
+            and snap.runtime_observed != snap.runtime_configured
+        )
+    )
+
+
+def problem_indexes(entry: HostEntry) -> list[int]:
+    """Which of the host's sessions carry a flag (cached per heartbeat)."""
+    if entry._problems is None or entry._problems_of != id(entry.sessions):
+        entry._problems = [i for i, s in enumerate(entry.sessions) if has_flag(s)]
+        entry._problems_of = id(entry.sessions)
+    return entry._problems
 
 
 def session_flags(snap: SessionSnapshot) -> list[Flag]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.state import FleetState, HostEntry
+from controller.state import FleetState, HostEntry, problem_indexes
 from protocol.api import HostState, PsReply, PsRequest, PsRow
 
 
@@ -32,6 +32,31 @@ def _candidate_keys(state: FleetState, req: PsRequest) -> list[tuple[str, str]]:
     return keys
 
 
+def _rows(state: FleetState, entry: HostEntry, req: PsRequest) -> list[PsRow]:
+    """The host's rows that pass the filters. With --problems on an ok host only its flagged
+    sessions are looked at (cached per heartbeat), which keeps the fleet overview cheap."""
+    if req.problems and entry.state is HostState.OK:
+        flagged = problem_indexes(entry)
+        if not flagged:
+            return []
+        wanted = set(flagged)
+        rows = [r for i, r in enumerate(state.host_rows(entry)) if i in wanted]
+    else:
+        rows = state.host_rows(entry)
+    return [r for r in rows if _row_matches(r, req)]
+
+
+def _count(entry: HostEntry, req: PsRequest, state: FleetState) -> int:
+    """How many rows of this host pass the filters, building none where it can."""
+    if req.state is None and not req.problems:
+        return max(1, len(entry.sessions))
+    if req.state is None:
+        if entry.state is not HostState.OK:
+            return max(1, len(entry.sessions))
+        return len(problem_indexes(entry))
+    return len(_rows(state, entry, req))
+
+
 def ps_page(state: FleetState, req: PsRequest, max_rows: int) -> PsReply:
     """One page of `fleet ps` rows, whole hosts at a time, in (tenant, host) order.
 
@@ -48,26 +73,21 @@ def ps_page(state: FleetState, req: PsRequest, max_rows: int) -> PsReply:
         index += 1
         if entry is None or not _host_matches(entry, req):
             continue
-        rows.extend(r for r in state.host_rows(entry) if _row_matches(r, req))
+        rows.extend(_rows(state, entry, req))
     next_cursor = index if index < len(keys) else None
     total = -1
     counts: dict[str, int] = {}
     if req.cursor == 0:
+        counts = {s.value: 0 for s in HostState}
+        total = 0
+        for k in keys:
+            entry = state.hosts[k]
+            if _host_matches(entry, req):
+                counts[entry.state.value] += 1
+                if next_cursor is not None:
+                    total += _count(entry, req, state)
         if next_cursor is None:
             total = len(rows)
-        else:
-            total = sum(
-                1
-                for k in keys
-                if _host_matches(e := state.hosts[k], req)
-                for r in state.host_rows(e)
-                if _row_matches(r, req)
-            )
-        counts = {s.value: 0 for s in HostState}
-        for k in keys:
-            e = state.hosts[k]
-            if _host_matches(e, req):
-                counts[e.state.value] += 1
     return PsReply(
         rows=rows,
         total=total,

@@ -205,3 +205,21 @@ def test_ps_pages_cover_everything_once() -> None:
     assert len(seen) == len(set(seen)) == 150
     assert first is not None and first.total == 150
     assert first.hosts_by_state["ok"] == 50
+
+
+def test_problem_rows_follow_each_new_heartbeat() -> None:
+    state, _ = make()
+    fine = [SessionSnapshot(name="a", runtime_configured="stub", runtime_observed="stub")]
+    dead = [
+        SessionSnapshot(
+            name="a", runtime_configured="stub", runtime_observed=None, pane=PaneState.DEAD
+        )
+    ]
+    state.on_heartbeat(hb(seq=1, sessions=fine))
+    assert ps_page(state, PsRequest(problems=True), 100).rows == []
+    state.on_heartbeat(hb(seq=2, sessions=dead))
+    [row] = ps_page(state, PsRequest(problems=True), 100).rows
+    assert row.flags == [Flag.DEAD]
+    state.on_heartbeat(hb(seq=3, sessions=fine))
+    page = ps_page(state, PsRequest(problems=True), 100)
+    assert page.rows == [] and page.total == 0
