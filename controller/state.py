@@ -143,12 +143,15 @@ class FleetState:
             self.count("heartbeats_stale")  # duplicate or reordered: older news than we hold
             return None
         self.count("heartbeats")
+        if hb.boot_id != entry.boot_id or entry.restored:
+            self.dirty.add(key)  # a restart is news worth writing now
         entry.boot_id, entry.seq = hb.boot_id, hb.seq
         entry.interval_s, entry.agent_version = hb.interval_s, hb.agent_version
         entry.sessions = hb.sessions
         entry.last_seen, entry.last_seen_mono = now_wall, now_mono
         entry.restored = False
-        self.dirty.add(key)
+        # An ordinary heartbeat is not written at once: the persister's rolling pass rewrites
+        # every host within 30 s; state changes (below) are written within seconds.
         return self._set(entry, HostState.OK, "heartbeat")
 
     def on_lifecycle(self, lc: Lifecycle) -> Transition | None:
