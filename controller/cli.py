@@ -75,7 +75,7 @@ def run_client(fn: Any, nats_url: str | None, deadline: float | None = CLI_DEADL
     except TimeoutError:
         fail(
             f"no answer from the controller at {','.join(resolve_settings(nats_url).servers)} "
-            f"within {deadline or 0:.0f}s"
+            f"within {deadline or CLI_DEADLINE_S:.0f}s"
         )
     except ValueError as exc:  # a bad id or argument, caught before anything was sent
         fail(str(exc))
@@ -110,7 +110,11 @@ def ps(
             opened = False
             while cursor is not None:
                 page = msgspec.structs.replace(request, cursor=cursor)
-                reply = await client.call("ps", page, PsReply)
+                # The CLI's deadline bounds the first answer (is a controller there?); each
+                # later page is bounded by the client's request timeout, so a listing of any
+                # size completes.
+                with anyio.fail_after(CLI_DEADLINE_S if cursor == 0 else None):
+                    reply = await client.call("ps", page, PsReply)
                 for row in reply.rows:
                     out.write(b",\n" if opened else b"[\n")
                     out.write(msgspec.json.encode(row))
@@ -119,7 +123,7 @@ def ps(
             out.write(b"\n]\n" if opened else b"[]\n")
             out.flush()
 
-        run_client(stream, nats_url)
+        run_client(stream, nats_url, deadline=None)
         return
 
     async def collect(client: ControllerClient) -> tuple[list[PsRow], dict[str, int]]:
@@ -127,9 +131,10 @@ def ps(
         counts: dict[str, int] = {}
         cursor: int | None = 0
         while cursor is not None:
-            reply = await client.call(
-                "ps", msgspec.structs.replace(request, cursor=cursor), PsReply
-            )
+            with anyio.fail_after(CLI_DEADLINE_S if cursor == 0 else None):
+                reply = await client.call(
+                    "ps", msgspec.structs.replace(request, cursor=cursor), PsReply
+                )
             rows.extend(reply.rows)
             counts = counts or reply.hosts_by_state
             cursor = reply.next_cursor
@@ -137,7 +142,7 @@ def ps(
 
     from controller.render import print_ps
 
-    rows, counts = run_client(collect, nats_url)
+    rows, counts = run_client(collect, nats_url, deadline=None)
     print_ps(console, rows, counts)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import msgspec
@@ -135,6 +136,7 @@ def event_from_message(
         return msgspec.structs.replace(bad, ts=received_at)
 
 
+Decoded = tuple[list[Event], list[float]]
 StoredHook = Callable[[Sequence[Event], Sequence[int | None]], Awaitable[None]]
 
 
@@ -172,11 +174,27 @@ class Ingest:
                 ack_wait=30,
             ),
         )
+        # Two stages, so the next batch is fetched and decoded while this one is written:
+        # the SQLite insert runs in a worker thread and releases the GIL.
+        send, receive = anyio.create_memory_object_stream[tuple[list[Msg], Decoded]](1)
         try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._fetch, psub, tenant, stream, send)
+                async with receive:
+                    async for msgs, decoded in receive:
+                        await self._store_until_done(msgs, decoded, stream, tenant, pause)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await psub.unsubscribe()
+
+    async def _fetch(
+        self, psub: JetStreamContext.PullSubscription, tenant: str, stream: str, send: Any
+    ) -> None:
+        async with send:
             while True:
                 try:
                     msgs = await psub.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
-                except NatsTimeoutError:
+                except (NatsTimeoutError, TimeoutError):  # nats-py raises both kinds
                     continue
                 except Exception as exc:  # disconnected, consumer gone: wait and retry
                     log.warning(
@@ -184,20 +202,28 @@ class Ingest:
                     )
                     await anyio.sleep(1.0)
                     continue
-                if not msgs:
-                    continue
-                try:
-                    async with pause:  # held by a rebuild
-                        await self._store(msgs, stream)
-                except Exception:
-                    # Not acked: the batch comes again after ack_wait; the store dedupes.
-                    log.exception("storing %d events of %s failed", len(msgs), tenant)
-                    await anyio.sleep(1.0)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await psub.unsubscribe()
+                if msgs:
+                    await send.send((msgs, self._decode(msgs, stream)))
 
-    async def _store(self, msgs: list[Msg], stream: str) -> None:
+    async def _store_until_done(
+        self, msgs: list[Msg], decoded: Decoded, stream: str, tenant: str, pause: anyio.Lock
+    ) -> None:
+        # Batches are stored and acked strictly in order, and a failed batch is retried
+        # rather than skipped: with AckPolicy.ALL the next batch's ack would ack it too.
+        attempt = 0
+        while True:
+            try:
+                async with pause:  # held by a rebuild
+                    await self._store(msgs, stream, decoded)
+                return
+            except Exception:
+                attempt += 1
+                log.exception(
+                    "storing %d events of %s failed (attempt %d)", len(msgs), tenant, attempt
+                )
+                await anyio.sleep(min(30.0, 2.0 ** min(attempt, 5)))
+
+    def _decode(self, msgs: list[Msg], stream: str) -> Decoded:
         events = []
         stamps = []
         for msg in msgs:
@@ -210,6 +236,10 @@ class Ingest:
             if event.event_type == "validation_error" and event.provenance == "controller ingest":
                 self.count("invalid_events")
             events.append(event)
+        return events, stamps
+
+    async def _store(self, msgs: list[Msg], stream: str, decoded: Decoded | None = None) -> None:
+        events, stamps = decoded or self._decode(msgs, stream)
         ids = await anyio.to_thread.run_sync(self.store.insert_many, events, stamps)
         self.count("events_stored", sum(1 for i in ids if i is not None))
         self.count("events_duplicate", sum(1 for i in ids if i is None))

@@ -10,6 +10,8 @@ every read and write of a series goes through the registry's lock.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import math
 import threading
@@ -125,16 +127,18 @@ class Histogram(Counter):
             else (tuple(OVERFLOW for _ in values))
         )
         row = self.series.setdefault(key, [0.0] * (len(self.buckets) + 2))
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                row[i] += 1  # cumulative: every bucket at or above the value
+        # One bucket per observation (the first bound >= value); made cumulative on read.
+        row[bisect.bisect_left(self.buckets, value)] += 1
         row[-2] += value
         row[-1] += 1
+
+    def _cumulative(self, row: list[float]) -> list[float]:
+        return list(itertools.accumulate(row[: len(self.buckets)]))
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
         for values, row in sorted(self.series.items()):
-            for bound, count in zip(self.buckets, row, strict=False):
+            for bound, count in zip(self.buckets, self._cumulative(row), strict=True):
                 le = _labels(self.labels, values, f'le="{_num(bound)}"')
                 lines.append(f"{self.name}_bucket{le} {_num(count)}")
             tags = _labels(self.labels, values)
@@ -146,7 +150,9 @@ class Histogram(Counter):
         return [
             {
                 "labels": dict(zip(self.labels, k, strict=True)),
-                "buckets": {_num(b): c for b, c in zip(self.buckets, row, strict=False)},
+                "buckets": {
+                    _num(b): c for b, c in zip(self.buckets, self._cumulative(row), strict=True)
+                },
                 "sum": row[-2],
                 "count": row[-1],
             }

@@ -36,7 +36,6 @@ class HostEntry:
     # Indexes of the sessions with a flag, cached for the sessions list they were computed on
     # (`fleet ps --problems` over 500,000 sessions must not re-examine every one each call).
     _problems: list[int] | None = None
-    _problems_of: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +65,10 @@ def has_flag(snap: SessionSnapshot) -> bool:
 
 def problem_indexes(entry: HostEntry) -> list[int]:
     """Which of the host's sessions carry a flag (cached per heartbeat)."""
-    if entry._problems is None or entry._problems_of != id(entry.sessions):
+    # Invalidated where the sessions are replaced (FleetState.on_heartbeat). Keying the cache
+    # on id(entry.sessions) is not safe: a freed list's address is reused by a later one.
+    if entry._problems is None:
         entry._problems = [i for i, s in enumerate(entry.sessions) if has_flag(s)]
-        entry._problems_of = id(entry.sessions)
     return entry._problems
 
 
@@ -147,7 +147,7 @@ class FleetState:
             self.dirty.add(key)  # a restart is news worth writing now
         entry.boot_id, entry.seq = hb.boot_id, hb.seq
         entry.interval_s, entry.agent_version = hb.interval_s, hb.agent_version
-        entry.sessions = hb.sessions
+        entry.sessions, entry._problems = hb.sessions, None
         entry.last_seen, entry.last_seen_mono = now_wall, now_mono
         entry.restored = False
         # An ordinary heartbeat is not written at once: the persister's rolling pass rewrites

@@ -69,12 +69,16 @@ class SynthesisRunner:
 
     async def on_heartbeat(self, hb: Heartbeat) -> None:
         now = time.time()
+        stale_after = self.engine.config.stale_after_s
         for snap in hb.sessions:
             key = (hb.tenant, hb.host, snap.name)
             # Only working sessions (and the first snapshot after one stops) matter to the
             # stale rule; skipping the rest keeps 100k snapshots/s affordable.
             if snap.state is SessionState.WORKING:
                 self._working.add(key)
+                marks = [t for t in (snap.last_output_at, snap.state_since) if t is not None]
+                if not marks or now - max(marks) <= stale_after:
+                    continue  # not silent long enough for the stale rule to decide anything
             elif key in self._working:
                 self._working.discard(key)
             else:

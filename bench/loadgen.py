@@ -1,0 +1,291 @@
+"""The load generator: many simulated host agents per process, several processes.
+
+Each process owns a slice of host indexes and speaks the real protocol on one NATS
+connection: a `startup` Lifecycle per host, then a Heartbeat per host every interval ±20%
+(`subjects.heartbeat`), and on request events through JetStream with `Nats-Msg-Id` =
+`subjects.msg_id(host, boot, seq)`. The parent steers the processes over pipes: kill some
+hosts (stop publishing, report their last heartbeat), flood, publish events, stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import multiprocessing as mp
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+import nats
+
+from bench.fake import Words, event, host_name, sessions_for, tenant_of
+from protocol import encode, subjects
+from protocol.heartbeat import Heartbeat, SessionSnapshot, SessionState
+from protocol.lifecycle import Lifecycle, LifecycleKind
+
+AGENT_VERSION = "bench"
+
+
+@dataclass(frozen=True)
+class GenSpec:
+    url: str
+    tenants: list[str]
+    first: int
+    count: int
+    interval_s: float
+    sessions: int = 10
+    jitter: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class SimHost:
+    tenant: str
+    host: str
+    boot: str
+    sessions: list[SessionSnapshot]
+    seq: int = 0
+    evt_seq: int = 0
+    alive: bool = True
+    last_sent: float = 0.0
+
+    def heartbeat(self, interval_s: float) -> tuple[str, bytes]:
+        self.seq += 1
+        now = time.time()
+        self.last_sent = now
+        # Working sessions keep printing: their last output is now (so nothing is stale).
+        snaps = [
+            msgspec.structs.replace(s, last_output_at=now) if s.state is SessionState.WORKING else s
+            for s in self.sessions
+        ]
+        hb = Heartbeat(
+            tenant=self.tenant,
+            host=self.host,
+            boot_id=self.boot,
+            seq=self.seq,
+            sent_at=now,
+            interval_s=interval_s,
+            agent_version=AGENT_VERSION,
+            sessions=snaps,
+        )
+        return subjects.heartbeat(self.tenant, self.host), encode(hb)
+
+
+@dataclass
+class Generator:
+    spec: GenSpec
+    conn: Connection
+    hosts: list[SimHost] = field(default_factory=list)
+    sent: int = 0
+    stopping: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def run(self) -> None:
+        rng = random.Random(self.spec.seed)
+        nc = await nats.connect(self.spec.url, name="bench-loadgen", max_reconnect_attempts=-1)
+        for i in range(self.spec.first, self.spec.first + self.spec.count):
+            self.hosts.append(
+                SimHost(
+                    tenant=tenant_of(i, self.spec.tenants),
+                    host=host_name(i),
+                    boot=uuid.uuid4().hex[:12],
+                    sessions=sessions_for(i, self.spec.sessions),
+                )
+            )
+        for h in self.hosts:
+            lc = Lifecycle(
+                tenant=h.tenant,
+                host=h.host,
+                boot_id=h.boot,
+                event=LifecycleKind.STARTUP,
+                sent_at=time.time(),
+                agent_version=AGENT_VERSION,
+                interval_s=self.spec.interval_s,
+            )
+            await nc.publish(subjects.lifecycle(h.tenant, h.host), encode(lc))
+        await nc.flush()
+        interval = self.spec.interval_s
+        start = time.monotonic()
+        # First heartbeats spread over one interval, as real agents starting at random times.
+        due = [(start + rng.uniform(0, interval), i) for i in range(len(self.hosts))]
+        heapq.heapify(due)
+        self.conn.send(("ready", len(self.hosts)))
+        for _ in range(100_000_000):  # bounded; ends on "stop" from the parent
+            now = time.monotonic()
+            burst = 0
+            while due and due[0][0] <= now and burst < 2000:
+                at, i = heapq.heappop(due)
+                host = self.hosts[i]
+                if host.alive:
+                    await nc.publish(*host.heartbeat(interval))
+                    self.sent += 1
+                    step = interval * rng.uniform(1 - self.spec.jitter, 1 + self.spec.jitter)
+                    heapq.heappush(due, (max(at + step, now), i))
+                burst += 1
+            while self.conn.poll():
+                await self.command(nc, *self.conn.recv())
+            if self.stopping:
+                break
+            wait = (due[0][0] - time.monotonic()) if due else 0.05
+            await asyncio.sleep(min(0.05, max(0.0, wait)))
+        await nc.flush()
+        await nc.close()
+
+    async def command(self, nc: Any, verb: str, *args: Any) -> None:
+        if verb == "stop":
+            self.stopping = True
+            self.conn.send(("stopped", self.sent))
+        elif verb == "stats":
+            self.conn.send(("stats", self.sent))
+        elif verb == "kill":
+            # Stop publishing for these hosts, as if their agent died; report the last beat.
+            wanted = set(args[0])
+            last = {}
+            for h in self.hosts:
+                if h.host in wanted:
+                    h.alive = False
+                    last[(h.tenant, h.host)] = h.last_sent
+            self.conn.send(("killed", last))
+        elif verb == "flood":
+            self._background(nc, "flooded", self.flood(nc, args[0]))
+        elif verb == "events":
+            self._background(nc, "published", self.events(nc, args[0], args[1]))
+
+    def _background(self, nc: Any, reply: str, work: Any) -> None:
+        """Long work runs beside the heartbeat schedule, as in a real agent."""
+
+        async def run() -> None:
+            self.conn.send((reply, await work))
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def flood(self, nc: Any, count: int) -> int:
+        """``count`` extra heartbeats, encoded first and then published back to back, so the
+        burst arrives faster than any consumer can decode it."""
+        live = [h for h in self.hosts if h.alive]
+        burst = [live[k % len(live)].heartbeat(self.spec.interval_s) for k in range(count)]
+        for k, (subject, data) in enumerate(burst):
+            await nc.publish(subject, data)
+            if k % 500 == 499:
+                await asyncio.sleep(0)
+        await nc.flush()
+        self.sent += len(burst)
+        return len(burst)
+
+    async def events(self, nc: Any, total: int, session_count: int) -> dict[str, Any]:
+        """Publish ``total`` events through JetStream with acks; retry what is not acked."""
+        js = nc.jetstream(publish_async_max_pending=2000)
+        words = Words(self.spec.seed)
+        acked = failed_once = 0
+        chunk = 1000
+        for base in range(0, total, chunk):
+            batch = []
+            for k in range(base, min(total, base + chunk)):
+                h = self.hosts[k % len(self.hosts)]
+                h.evt_seq += 1
+                ev = event(
+                    words,
+                    h.tenant,
+                    h.host,
+                    h.boot,
+                    h.evt_seq,
+                    f"s{k % session_count:02d}",
+                    time.time(),
+                )
+                subject = subjects.event(h.tenant, h.host, ev.session, ev.event_type)
+                headers = {"Nats-Msg-Id": subjects.msg_id(h.host, h.boot, h.evt_seq)}
+                batch.append((subject, encode(ev), headers))
+            for attempt in range(5):  # the real agent keeps unacked events in its outbox
+                futures = [await js.publish_async(s, d, headers=hd) for s, d, hd in batch]
+                results = await asyncio.gather(*futures, return_exceptions=True)
+                retry = [b for b, r in zip(batch, results, strict=True) if isinstance(r, Exception)]
+                acked += len(batch) - len(retry)
+                if not retry:
+                    break
+                failed_once += len(retry) if attempt == 0 else 0
+                batch = retry
+                await asyncio.sleep(0.2)
+        return {"acked": acked, "retried": failed_once, "boots": [h.boot for h in self.hosts]}
+
+
+def _main(spec: GenSpec, conn: Connection) -> None:
+    asyncio.run(Generator(spec, conn).run())
+
+
+class Pool:
+    """Several generator processes; hosts 0..hosts-1 split evenly among them."""
+
+    def __init__(
+        self,
+        url: str,
+        tenants: list[str],
+        hosts: int,
+        interval_s: float,
+        procs: int,
+        sessions: int = 10,
+    ) -> None:
+        ctx = mp.get_context("spawn")
+        self.procs: list[tuple[mp.process.BaseProcess, Connection]] = []
+        per = -(-hosts // procs)
+        for p in range(procs):
+            first, count = p * per, max(0, min(per, hosts - p * per))
+            if count == 0:
+                continue
+            parent, child = ctx.Pipe()
+            spec = GenSpec(url, tenants, first, count, interval_s, sessions, seed=p + 1)
+            proc = ctx.Process(target=_main, args=(spec, child), daemon=True)
+            proc.start()
+            self.procs.append((proc, parent))
+
+    def wait_ready(self, timeout: float = 120.0) -> int:
+        return sum(self._recv(conn, "ready", timeout) for _, conn in self.procs)
+
+    def _recv(self, conn: Connection, verb: str, timeout: float) -> Any:
+        if not conn.poll(timeout):
+            raise TimeoutError(f"load generator did not answer {verb!r} within {timeout}s")
+        got, value = conn.recv()
+        assert got == verb, (got, verb)
+        return value
+
+    REPLIES = {
+        "stop": "stopped",
+        "stats": "stats",
+        "kill": "killed",
+        "flood": "flooded",
+        "events": "published",
+    }
+
+    def send(self, verb: str, *args: Any) -> None:
+        for _, conn in self.procs:
+            conn.send((verb, *args))
+
+    def collect(self, verb: str, timeout: float = 600.0) -> list[Any]:
+        return [self._recv(conn, self.REPLIES[verb], timeout) for _, conn in self.procs]
+
+    def ask(self, verb: str, *args: Any, timeout: float = 600.0) -> list[Any]:
+        self.send(verb, *args)
+        return self.collect(verb, timeout)
+
+    def stop(self) -> int:
+        sent = 0
+        try:
+            sent = sum(self.ask("stop", timeout=30))
+        finally:
+            for proc, _ in self.procs:
+                proc.join(10)
+                if proc.is_alive():
+                    proc.terminate()  # by the handle we started, never by name
+                    proc.join(5)
+        return sent
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

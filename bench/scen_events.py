@@ -1,0 +1,200 @@
+"""Event scenarios: ingest end to end (JetStream → controller → SQLite) against a raw
+`EventStore.insert_many` baseline, and search over a large store."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import Result, goal, summary_ms, wait_until
+from bench.fake import Words, event, host_name
+from bench.harness import Bench, api, cli
+from bench.loadgen import Pool
+from controller.client import ControllerClient
+from controller.store import EventStore
+from protocol.events import Event
+from protocol.events_api import EventsReply, EventsSearchRequest
+
+BATCH = 500
+
+
+def _agent_events(b: Bench) -> int:
+    path = b.data_dir / "events.db"
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(
+            db.execute("SELECT count(*) FROM events WHERE source_kind = 'agent'").fetchone()[0]
+        )
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
+def _raw_insert_rate(events: list[Event]) -> float:
+    """events/s of EventStore.insert_many on a fresh temp file, batches of BATCH."""
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-raw-") as tmp:
+        store = EventStore(Path(tmp) / "events.db")
+        store.open()
+        try:
+            start = time.perf_counter()
+            for i in range(0, len(events), BATCH):
+                store.insert_many(events[i : i + BATCH], time.time())
+            took = time.perf_counter() - start
+        finally:
+            store.close()
+    return len(events) / took
+
+
+def _same_events(total: int, hosts: int, procs: int, tenants: list[str]) -> list[Event]:
+    """Events shaped like the generators' (same sizes and vocabulary), for the raw baseline."""
+    words = Words(1)
+    out = []
+    for k in range(total):
+        i = k % hosts
+        out.append(
+            event(
+                words,
+                tenants[i % len(tenants)],
+                host_name(i),
+                "rawboot",
+                k + 1,
+                f"s{k % 10:02d}",
+                time.time(),
+            )
+        )
+    return out
+
+
+def ingest(total: int, hosts: int, procs: int, interval: float) -> Result:
+    tenants = ["acme", "globex"]
+    out: Result = {"scenario": "ingest", "events": total, "hosts": hosts, "procs": procs}
+    with Bench(tenants, interval) as b:
+        b.start_controller()
+        with Pool(b.url, tenants, hosts, interval, procs) as pool:
+            pool.wait_ready()
+            per = -(-total // len(pool.procs))
+            t0 = time.monotonic()
+            pool.send("events", per, 10)
+            replies = pool.collect("events", timeout=1800)
+            t_pub = time.monotonic() - t0
+            stored_at_pub = _agent_events(b)
+            acked = sum(r["acked"] for r in replies)
+            stored = wait_until(
+                lambda: (n := _agent_events(b)) >= acked and n, 600, 0.25, "every event stored"
+            )
+            t_stored = time.monotonic() - t0
+            time.sleep(1.0)
+            status = b.status()
+            stored = _agent_events(b)
+    out.update(
+        {
+            "published_acked": acked,
+            "publish_retries": sum(r["retried"] for r in replies),
+            "stored_agent_events": stored,
+            "lost": acked - stored,
+            "sequence_gaps": status.counters.get("sequence_gaps", -1),
+            "events_duplicate": status.counters.get("events_duplicate", 0),
+            "publish_rate_per_s": round(acked / t_pub),
+            "e2e_rate_per_s": round(acked / t_stored),
+            "e2e_seconds": round(t_stored, 2),
+            # After the publishers finished: the controller alone draining the stream.
+            "drain_rate_per_s": round((acked - stored_at_pub) / max(1e-6, t_stored - t_pub)),
+        }
+    )
+    raw_rate = _raw_insert_rate(_same_events(min(total, 200_000), hosts, procs, tenants))
+    out["raw_insert_rate_per_s"] = round(raw_rate)
+    out["ratio"] = round(out["e2e_rate_per_s"] / raw_rate, 3)
+    out["drain_ratio"] = round(out["drain_rate_per_s"] / raw_rate, 3)
+    out["events"] = acked
+    goal(out, "lost", out["lost"], 1)
+    goal(out, "sequence_gaps", out["sequence_gaps"], 1)
+    goal(out, "e2e_ratio_vs_raw_insert", out["ratio"], 0.7, below=False)
+    return out
+
+
+SEARCH_TENANTS = [f"t{i:02d}" for i in range(20)]
+
+
+def build_store(path: Path, total: int) -> float:
+    """``total`` events over 20 tenants (t00 holds half, the rest share the other half);
+    returns the insert rate (events/s)."""
+    words = Words(11)
+    rng = random.Random(5)
+    weights = [10.0] + [10.0 / 19] * 19
+    store = EventStore(path)
+    store.open()
+    insert_s = 0.0
+    try:
+        now = time.time()
+        for base in range(0, total, BATCH):
+            batch = []
+            for k in range(base, min(total, base + BATCH)):
+                tenant = rng.choices(SEARCH_TENANTS, weights)[0]
+                host = host_name(k % 2000)
+                batch.append(
+                    event(words, tenant, host, "b0", k + 1, f"s{k % 10:02d}", now - (total - k))
+                )
+            start = time.perf_counter()
+            store.insert_many(batch, now)
+            insert_s += time.perf_counter() - start
+    finally:
+        store.close()
+    return total / insert_s if insert_s else 0.0
+
+
+def _queries(n: int) -> list[tuple[str, str]]:
+    """Word queries with a tenant filter: common to rare words, big and small tenants."""
+    vocab = Words(0).vocab
+    ranks = [0, 3, 30, 300, 3000]
+    rng = random.Random(9)
+    return [
+        (vocab[ranks[i % len(ranks)]], SEARCH_TENANTS[0] if i % 2 else rng.choice(SEARCH_TENANTS))
+        for i in range(n)
+    ]
+
+
+def search(total: int, queries: int) -> Result:
+    out: Result = {"scenario": "search", "events": total}
+    with Bench(SEARCH_TENANTS, 5.0) as b:
+        path = b.data_dir / "events.db"
+        out["build_insert_rate_per_s"] = round(build_store(path, total))
+        qs = _queries(queries)
+        store = EventStore(path)
+        store.open()
+        direct: list[float] = []
+        hits = 0
+        try:
+            for word, tenant in qs:
+                start = time.perf_counter()
+                hits += len(store.search(word, tenant=tenant, limit=50))
+                direct.append(time.perf_counter() - start)
+        finally:
+            store.close()
+        out["direct"] = {**summary_ms(direct), "hits": hits}
+        b.start_controller()
+
+        async def via_api(client: ControllerClient) -> list[float]:
+            took = []
+            for word, tenant in qs:
+                start = time.perf_counter()
+                await client.call(
+                    "events.search", EventsSearchRequest(query=word, tenant=tenant), EventsReply
+                )
+                took.append(time.perf_counter() - start)
+            return took
+
+        out["api"] = summary_ms(api(b.url, via_api, timeout=60.0))
+        walls = []
+        rc = 0
+        for word, tenant in qs[:3]:
+            wall, done = cli(b.url, "events", "search", word, "--tenant", tenant, "--json")
+            walls.append(wall)
+            rc = rc or done.returncode
+        out["cli"] = {**summary_ms(walls), "rc": rc}
+    goal(out, "direct_p95_ms", out["direct"]["p95_ms"], 50)
+    goal(out, "api_p95_ms", out["api"]["p95_ms"], 50)
+    return out

@@ -1,0 +1,92 @@
+"""The benchmark harness at tiny scale, so it cannot rot: every scenario runs end to end
+(real nats-server, real controller, real fleet-agent for `cmd`) and its result has the right
+shape with nothing lost. Speed is not asserted here; docs/benchmarks.md has the figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY: dict[str, list[str]] = {
+    "fanin": ["--hosts", "60", "--duration", "2", "--interval", "1", "--flood", "3000"],
+    "dead": ["--hosts", "40", "--kills", "5", "--interval", "0.3"],
+    "ps": ["--hosts", "60", "--interval", "1", "--repeats", "2"],
+    "restart": ["--hosts", "40", "--interval", "0.5"],
+    "ingest": ["--events", "1000", "--interval", "1"],
+    "search": ["--events", "2000"],
+    "cmd": ["--commands", "10", "--sessions", "2"],
+}
+
+
+def run_bench(scenario: str, tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / f"{scenario}.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            scenario,
+            "--procs",
+            "2",
+            *TINY[scenario],
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert out.exists(), result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    assert report["machine"]["nproc"] >= 1
+    (res,) = report["results"]
+    assert "error" not in res, res.get("error", "") + "\n" + result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert res["scenario"] == scenario
+    assert all({"value", "goal", "met"} <= set(g) for g in res["goals"].values())
+    return res
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("scenario", sorted(TINY))
+def test_scenario_runs_and_counts_match(scenario: str, tmp_path: Path) -> None:
+    res = run_bench(scenario, tmp_path)
+    if scenario == "fanin":
+        assert res["heartbeats_per_s"] > 0 and res["raw_heartbeats_per_s"] > 0
+        assert res["raw_limit"]["flood_published"] > 0
+        assert res["raw_limit"]["controller_caught_up"] and res["raw_limit"]["raw_caught_up"]
+        assert res["memory"]["controller_rss_mib"] > 0
+    elif scenario == "dead":
+        assert res["down_s"]["n"] == res["kills"] == 5
+        assert res["suspect_s"]["n"] <= 5
+    elif scenario == "ps":
+        assert res["api_full_listing"]["rows"] == res["sessions"] == 600
+        assert res["api_full_listing"]["total_reported"] == 600
+        assert res["cli"]["json_full"]["rc"] == 0 and res["cli"]["json_full"]["rows"] == 600
+        assert res["api_problems"]["rows"] >= 1  # host 0 has a dead pane
+    elif scenario == "restart":
+        assert res["hosts_heard"] == res["restored_hosts"] == 40
+        assert res["false_down_after_restart"] == 0
+    elif scenario == "ingest":
+        assert res["published_acked"] == res["stored_agent_events"] == 1000
+        assert res["lost"] == 0 and res["sequence_gaps"] == 0
+        assert res["raw_insert_rate_per_s"] > 0
+    elif scenario == "search":
+        assert res["direct"]["n"] == res["api"]["n"] == 200
+        assert res["direct"]["hits"] > 0 and res["cli"]["rc"] == 0
+    elif scenario == "cmd":
+        assert res["send"]["outcomes"] == {"delivered": 10}
+        assert res["send_verify"]["n"] == 1
+        assert res["agent_rss_mib"] > 0
