@@ -53,7 +53,8 @@ from protocol.subjects import SubjectError
 log = logging.getLogger(__name__)
 
 # Each host's full snapshot is written at least this often; state changes are written at once.
-SNAPSHOT_PERSIST_S = 30.0
+SNAPSHOT_PERSIST_S = 60.0
+LOG_EACH_TRANSITION_UP_TO = 20
 SHUTDOWN_STEP_S = 5.0
 
 
@@ -229,11 +230,13 @@ class Controller:
         log.info("host %s/%s: %s (boot %s)", lc.tenant, lc.host, lc.event.value, lc.boot_id)
         self._record(self.state.on_lifecycle(lc))
 
-    def _record(self, transition: Transition | None) -> None:
+    def _record(self, transition: Transition | None, quiet: bool = False) -> None:
         if transition is None:
             return
         self.metrics.observe_transition(transition)
         self._pending_transitions.append(transition)
+        if quiet:
+            return
         old = transition.old.value if transition.old else "new"
         log.info(
             "host %s/%s: %s -> %s (%s)",
@@ -248,8 +251,21 @@ class Controller:
     async def _liveness_loop(self) -> None:
         while True:
             await anyio.sleep(self.config.liveness_tick_s)
-            for transition in self.state.tick():
-                self._record(transition)
+            transitions = self.state.tick()
+            # Many at once (a partition, an overloaded controller): one summary line, not one
+            # per host — per-host logging would add load exactly when there is none to spare.
+            quiet = len(transitions) > LOG_EACH_TRANSITION_UP_TO
+            for transition in transitions:
+                self._record(transition, quiet=quiet)
+            if quiet:
+                by_state: dict[str, int] = {}
+                for t in transitions:
+                    by_state[t.new.value] = by_state.get(t.new.value, 0) + 1
+                log.warning(
+                    "%d hosts changed state in one tick: %s",
+                    len(transitions),
+                    ", ".join(f"{n} {state}" for state, n in sorted(by_state.items())),
+                )
             if self.commands.relay is not None:
                 await self.commands.relay.expire()
             await self.synthesis.tick()

@@ -59,6 +59,10 @@ class EmbeddedNats:
     port: int = 0  # 0: pick a free port at start
     jetstream: bool = True
     max_payload: int = DEFAULT_MAX_PAYLOAD
+    # Per-client outbound buffer before the server cuts a slow reader off. The controller
+    # takes every heartbeat of the fleet on one connection; 256 MiB (default 64) rides out a
+    # GC pause at 10,000 heartbeats/s instead of dropping it, which would make hosts suspect.
+    max_pending: int = 256 * 1024 * 1024
     extra_config: str = ""  # appended verbatim (accounts, cluster blocks, ...)
     server_name: str = "fleet-embedded"
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -81,6 +85,7 @@ class EmbeddedNats:
             f"server_name: {self.server_name}",
             f'listen: "{self.host}:{self.port}"',
             f"max_payload: {self.max_payload}",
+            f"max_pending: {self.max_pending}",
             f'pid_file: "{self.data_dir / "nats-server.pid"}"',
         ]
         if self.jetstream:
