@@ -219,6 +219,8 @@ def render_server(
         f"server_name: {_q(server_name)}",
         f"listen: {_q(listen)}",
         f"max_payload: {max_payload}",
+        # The controller reads the whole fleet's heartbeats on one connection (benchmarks).
+        f"max_pending: {256 * 1024 * 1024}",
         # Long subjects are hostile input too: bound the protocol line.
         "max_control_line: 4096",
         f"jetstream {{ store_dir: {_q(str(store_dir))} }}",
