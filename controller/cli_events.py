@@ -12,7 +12,7 @@ import msgspec
 import typer
 from rich.console import Console
 
-from controller.client import ClientError, ControllerClient
+from controller.client import ControllerClient
 from protocol.events import LinkType
 from protocol.events_api import (
     EventLinkReply,
@@ -226,4 +226,4 @@ def rebuild(
     )
 
 
-__all__ = ["ClientError", "events_app", "store_app"]
+__all__ = ["events_app", "store_app"]

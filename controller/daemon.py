@@ -179,7 +179,7 @@ class Controller:
             for sub in self._subs:
                 await sub.unsubscribe()
         self._subs.clear()
-        if self.db._db is not None:
+        if self.db.is_open:
             self._persist(everything=True)
         nc, self.nc = self.nc, None
         own = [c for c in self.tenant_nc.values() if c is not nc]

@@ -69,6 +69,10 @@ class StateDB:
             self._db = None
 
     @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
             raise RuntimeError("StateDB is not open")
