@@ -12,8 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol.emission import EmissionParser, Emitted, Invalid, Result, invalid_payload
-from protocol.events import MAX_SUMMARY_CHARS, Event, Severity, SourceKind
+from protocol.emission import EmissionParser, Result
 
 READ_CHUNK = 1024 * 1024
 # A "line" longer than this is fed in pieces, so one endless line cannot hold memory.
@@ -90,53 +89,6 @@ def log_path(logs_dir: Path, session: str) -> Path:
 def pipe_command(path: Path) -> str:
     quoted = "'" + str(path).replace("'", "'\\''") + "'"
     return f"exec cat >> {quoted}"
-
-
-def to_event(
-    result: Result, *, tenant: str, host: str, session: str, boot_id: str, ts: float
-) -> Event:
-    """A parser result as a draft event (seq 0: the outbox numbers it)."""
-    if isinstance(result, Invalid):
-        return Event(
-            tenant=tenant,
-            host=host,
-            session=session,
-            boot_id=boot_id,
-            seq=0,
-            ts=ts,
-            event_type="validation_error",
-            summary=f"malformed emission from {session}: {result.detail}"[:MAX_SUMMARY_CHARS],
-            source_kind=SourceKind.SYSTEM,
-            severity=Severity.WARNING,
-            payload=invalid_payload(result),
-            provenance="emission-contract parser",
-            tags=["validation_error", result.reason.split(":", 1)[0]],
-        )
-    assert isinstance(result, Emitted)
-    run_id = result.payload.get("run_id")
-    return Event(
-        tenant=tenant,
-        host=host,
-        session=session,
-        boot_id=boot_id,
-        seq=0,
-        ts=ts,
-        event_type=result.event_type,
-        summary=result.summary,
-        source_kind=SourceKind.AGENT,
-        tags=result.tags,
-        payload=result.payload,
-        severity=result.severity,
-        confidence=result.confidence,
-        idempotency_key=result.idempotency_key,
-        dedupe_key=result.dedupe_key,
-        attention_candidate=result.attention_candidate,
-        operator_action_required=result.operator_action_required,
-        risk_detected=result.risk_detected,
-        artifact_refs=result.artifact_refs,
-        run_id=run_id if isinstance(run_id, str) else None,
-        links=result.links,
-    )
 
 
 def file_size(path: Path) -> int:

@@ -84,6 +84,7 @@ class HostAgent:
         self.boot_units = BootUnits()
         self.snapshots: list[SessionSnapshot] = []
         self.refresh_lock = anyio.Lock()
+        self._refreshed_at = 0.0
         self.outbox = Outbox(
             config.state_path / "outbox.db", self.clock.boot_id, config.outbox_max_events
         )
@@ -225,6 +226,7 @@ class HostAgent:
             await self.supervisor.reconcile(panes, now)
             snapshots, changes = self.table.update(panes, procs, screens, boot, now)
             self.snapshots = snapshots
+            self._refreshed_at = time.monotonic()
             await self.flow.ensure_pipes(panes)
             await self.flow.collect(changes, now)
             return snapshots
@@ -250,13 +252,17 @@ class HostAgent:
             await anyio.sleep(self.config.poll_interval_s)
 
     async def _heartbeat_loop(self) -> None:
+        forced = True
         while True:
             try:
-                snapshots = await self.refresh()
+                # The poll loop keeps the snapshot at most poll_interval_s old; discover again
+                # only if it is older, or a command just changed the sessions.
+                stale = time.monotonic() - self._refreshed_at > self.config.poll_interval_s
+                snapshots = await self.refresh() if forced or stale else self.snapshots
                 await self._publish_heartbeat(snapshots)
             except Exception:
                 log.exception("heartbeat failed")
-            await self.beat_now.wait(jittered(self.config.heartbeat_interval_s))
+            forced = await self.beat_now.wait(jittered(self.config.heartbeat_interval_s))
 
     async def _publish_heartbeat(self, snapshots: list[SessionSnapshot]) -> None:
         nc = self.nc

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from agent.capture import log_path, pipe_command, to_event
+from agent.capture import log_path, pipe_command
 from agent.outbox import OutboxFull
 from agent.runs import RunState
 from agent.sessions import StateChange
 from agent.tmux import Pane
-from protocol.emission import DEFAULT_BEGIN, DEFAULT_END
+from protocol.emission import DEFAULT_BEGIN, DEFAULT_END, to_event
 from protocol.events import Event, SourceKind
 
 if TYPE_CHECKING:

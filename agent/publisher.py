@@ -26,10 +26,13 @@ class Wakeup:
     def set(self) -> None:
         self._event.set()
 
-    async def wait(self, at_most_s: float) -> None:
+    async def wait(self, at_most_s: float) -> bool:
+        """Wait until set or ``at_most_s`` passed; True if it was set."""
         with anyio.move_on_after(at_most_s):
             await self._event.wait()
+        was_set = self._event.is_set()
         self._event = anyio.Event()
+        return was_set
 
 
 async def publish_forever(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from agent.sessions import primary_panes
 from protocol import encode, subjects
 from protocol.commands import WatchFrame
 
@@ -28,8 +29,10 @@ async def stream_watches(agent: HostAgent) -> None:
         for gone in set(last) - set(active):
             del last[gone]
         nc = agent.nc
+        # One list-panes per tick for every watched session, not one each.
+        panes = primary_panes(await agent.tmux.list_panes()) if active else {}
         for session in active:
-            pane = await agent.ops.pane(session)
+            pane = panes.get(session)
             if pane is None or nc is None or not nc.is_connected:
                 continue
             screen = await agent.tmux.capture(pane.pane_id, escapes=True)

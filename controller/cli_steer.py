@@ -41,6 +41,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="the result as JSON")]
 EXIT_OK, EXIT_FAILED, EXIT_NOT_VERIFIED = 0, 1, 3
 
 
+def session_name(target: str) -> str:
+    """SESSION of a SESSION, HOST/SESSION or TENANT/HOST/SESSION target."""
+    return target.rsplit("/", 1)[-1]
+
+
 def operator() -> str:
     return os.environ.get("FLEET_OPERATOR") or f"{getpass.getuser()}@{socket.gethostname()}"
 
@@ -99,7 +104,7 @@ def register(app: typer.Typer) -> None:
         run_command(
             session,
             Send(
-                session=session.split("/")[-1],
+                session=session_name(session),
                 text=text,
                 verify=verify,
                 timeout_s=max(1.0, timeout - 2.0),
@@ -119,7 +124,7 @@ def register(app: typer.Typer) -> None:
         """Interrupt the session's current run (its runtime's interrupt key)."""
         run_command(
             session,
-            Cancel(session=session.split("/")[-1], timeout_s=max(1.0, timeout - 2.0)),
+            Cancel(session=session_name(session), timeout_s=max(1.0, timeout - 2.0)),
             timeout,
             nats_url,
             json_out,
@@ -136,7 +141,7 @@ def register(app: typer.Typer) -> None:
         """Take the exclusive lease: only you may send/cancel until release or expiry."""
         run_command(
             session,
-            Takeover(session=session.split("/")[-1], reason=reason, ttl_s=ttl),
+            Takeover(session=session_name(session), reason=reason, ttl_s=ttl),
             10.0,
             nats_url,
             json_out,
@@ -149,7 +154,7 @@ def register(app: typer.Typer) -> None:
         nats_url: NatsOpt = None,
     ) -> None:
         """Give back your takeover lease."""
-        run_command(session, Release(session=session.split("/")[-1]), 10.0, nats_url, json_out)
+        run_command(session, Release(session=session_name(session)), 10.0, nats_url, json_out)
 
     @app.command()
     def spawn(
@@ -177,7 +182,7 @@ def register(app: typer.Typer) -> None:
         nats_url: NatsOpt = None,
     ) -> None:
         """Stop a session (a stopped core session is not restarted)."""
-        run_command(session, Stop(session=session.split("/")[-1]), 10.0, nats_url, json_out)
+        run_command(session, Stop(session=session_name(session)), 10.0, nats_url, json_out)
 
     @app.command()
     def explain(
@@ -186,7 +191,7 @@ def register(app: typer.Typer) -> None:
         nats_url: NatsOpt = None,
     ) -> None:
         """Which detection rule gives the session its state, on which screen line."""
-        run_command(session, Explain(session=session.split("/")[-1]), 10.0, nats_url, json_out)
+        run_command(session, Explain(session=session_name(session)), 10.0, nats_url, json_out)
 
     @app.command()
     def watch(
@@ -210,7 +215,7 @@ LEASE_S = 6.0
 
 async def _watch(client: ControllerClient, target: str, with_events: bool, json_out: bool) -> None:
     watcher = f"{operator()}:{uuid.uuid4().hex[:8]}"
-    name = target.split("/")[-1]
+    name = session_name(target)
     # Frames come to our own inbox: the controller relays them (we may not see tenant subjects).
     deliver = client.nc.new_inbox()
     frames = await client.nc.subscribe(deliver)

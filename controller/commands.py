@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable
 
 import msgspec
 from nats.aio.client import Client
@@ -18,7 +19,6 @@ from controller.watch_relay import WatchRelay
 from protocol import DecodeError, decode, encode, subjects
 from protocol.api import HostState
 from protocol.commands import Command, CommandRequest, CommandResult, Outcome, Spawn, Watch
-from protocol.events import Event
 
 Observe = Callable[[CommandResult, str], None]
 
@@ -69,16 +69,10 @@ def resolve(
 
 
 class CommandRouter:
-    def __init__(
-        self,
-        state: FleetState,
-        connection: Callable[[], Client | None],
-        audit: Callable[[Event], Awaitable[None]] | None = None,
-    ) -> None:
+    def __init__(self, state: FleetState, connection: Callable[[str], Client | None]) -> None:
         self.state = state
-        self.connection = connection
-        self.audit = audit
-        self.round_trips_ms: list[float] = []
+        self.connection = connection  # the NATS connection of a tenant's account
+        self.round_trips_ms: deque[float] = deque(maxlen=10_000)
         self.relay: WatchRelay | None = None
 
     async def handle(self, req: CommandRequest) -> CommandResult:
@@ -89,17 +83,23 @@ class CommandRouter:
             outcome = Outcome.BAD_REQUEST if spawn else Outcome.UNKNOWN_SESSION
             return CommandResult(command_id=command_id, outcome=outcome, message=where)
         tenant, host, session = where
-        entry = self.state.hosts[(tenant, host)]
-        if entry.state in (HostState.DOWN, HostState.STOPPED):
-            since = time.strftime("%H:%M:%S", time.localtime(entry.state_since))
+
+        def answer(outcome: Outcome, message: str) -> CommandResult:
             return CommandResult(
                 command_id=command_id,
-                outcome=Outcome.HOST_UNAVAILABLE,
-                message=f"host {tenant}/{host} is {entry.state.value} (since {since}); "
-                "nothing was sent",
+                outcome=outcome,
+                message=message,
                 tenant=tenant,
                 host=host,
                 session=session,
+            )
+
+        entry = self.state.hosts[(tenant, host)]
+        if entry.state in (HostState.DOWN, HostState.STOPPED):
+            since = time.strftime("%H:%M:%S", time.localtime(entry.state_since))
+            return answer(
+                Outcome.HOST_UNAVAILABLE,
+                f"host {tenant}/{host} is {entry.state.value} (since {since}); nothing was sent",
             )
         body = req.body
         if body.session != session:
@@ -116,50 +116,29 @@ class CommandRouter:
         )
         nc = self.connection(tenant)
         if nc is None:
-            return CommandResult(
-                command_id=command_id,
-                outcome=Outcome.FAILED,
-                message="controller is not connected to NATS",
-            )
+            return answer(Outcome.FAILED, "controller is not connected to NATS")
         start = time.monotonic()
         try:
             msg = await nc.request(
                 subjects.command(tenant, host), encode(cmd), timeout=req.timeout_s
             )
         except NoRespondersError:
-            return CommandResult(
-                command_id=command_id,
-                outcome=Outcome.HOST_UNAVAILABLE,
-                message=f"no host agent listens for {tenant}/{host}",
-                tenant=tenant,
-                host=host,
-                session=session,
-            )
+            return answer(Outcome.HOST_UNAVAILABLE, f"no host agent listens for {tenant}/{host}")
         except NatsTimeoutError:
-            return CommandResult(
-                command_id=command_id,
-                outcome=Outcome.TIMEOUT,
-                message=f"{tenant}/{host} did not answer within {req.timeout_s:.0f}s",
-                tenant=tenant,
-                host=host,
-                session=session,
+            return answer(
+                Outcome.TIMEOUT, f"{tenant}/{host} did not answer within {req.timeout_s:.0f}s"
             )
         rtt = round((time.monotonic() - start) * 1000, 2)
         self.round_trips_ms.append(rtt)
-        del self.round_trips_ms[:-10_000]
         try:
             result = decode(msg.data, CommandResult)
         except DecodeError as exc:
-            return CommandResult(
-                command_id=command_id,
-                outcome=Outcome.FAILED,
-                message=f"unreadable answer from {tenant}/{host}: {exc}",
-            )
+            return answer(Outcome.FAILED, f"unreadable answer from {tenant}/{host}: {exc}")
         if (
             isinstance(body, Watch)
             and req.deliver
             and self.relay is not None
-            and result.outcome is Outcome.OK
+            and (result.outcome is Outcome.OK)
         ):
             await self.relay.add((tenant, host, session), req.deliver, body.ttl_s)
         return msgspec.structs.replace(result, round_trip_ms=rtt)

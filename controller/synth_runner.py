@@ -14,6 +14,7 @@ from controller.store import EventStore
 from controller.synthesis import LinkRequest, SynthesisConfig, Synthesizer
 from protocol import encode, subjects
 from protocol.events import Event
+from protocol.events_api import stored_as_event
 from protocol.heartbeat import Heartbeat, SessionState
 
 log = logging.getLogger(__name__)
@@ -39,24 +40,7 @@ class SynthesisRunner:
             lambda: self.store.search(None, since=since, limit=WARM_LIMIT, order="asc")
         )
         for stored in recent:
-            event = Event(
-                tenant=stored.tenant,
-                host=stored.host,
-                session=stored.session,
-                boot_id=stored.boot_id,
-                seq=stored.seq,
-                ts=stored.ts,
-                event_type=stored.event_type,
-                summary=stored.summary,
-                source_kind=stored.source_kind,
-                tags=stored.tags,
-                payload=stored.payload,
-                severity=stored.severity,
-                confidence=stored.confidence,
-                provenance=stored.provenance,
-                idempotency_key=stored.idempotency_key,
-                run_id=stored.run_id,
-            )
+            event = stored_as_event(stored)
             made, links = self.engine.on_event(event)
             await self._out(made, links)
 

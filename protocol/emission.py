@@ -29,6 +29,7 @@ from protocol.emission_coerce import (
     excerpt,
     invalid_payload,
 )
+from protocol.events import MAX_SUMMARY_CHARS, Event, Severity, SourceKind
 from protocol.terminal import strip_line, strip_terminal
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "invalid_payload",
     "parse_block",
     "strip_terminal",
+    "to_event",
 ]
 
 DEFAULT_BEGIN = "<!--FLEET_EVENTS_BEGIN-->"
@@ -275,3 +277,50 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(number):  # what msgspec, the strict decoder, refuses too
         raise ValueError(f"number out of range: {text}")
     return number
+
+
+def to_event(
+    result: Result, *, tenant: str, host: str, session: str, boot_id: str, ts: float
+) -> Event:
+    """A parser result as a draft wire event (seq 0: the host agent's outbox numbers it)."""
+    if isinstance(result, Invalid):
+        return Event(
+            tenant=tenant,
+            host=host,
+            session=session,
+            boot_id=boot_id,
+            seq=0,
+            ts=ts,
+            event_type="validation_error",
+            summary=f"malformed emission from {session}: {result.detail}"[:MAX_SUMMARY_CHARS],
+            source_kind=SourceKind.SYSTEM,
+            severity=Severity.WARNING,
+            payload=invalid_payload(result),
+            provenance="emission-contract parser",
+            tags=["validation_error", result.reason.split(":", 1)[0]],
+        )
+    assert isinstance(result, Emitted)
+    run_id = result.payload.get("run_id")
+    return Event(
+        tenant=tenant,
+        host=host,
+        session=session,
+        boot_id=boot_id,
+        seq=0,
+        ts=ts,
+        event_type=result.event_type,
+        summary=result.summary,
+        source_kind=SourceKind.AGENT,
+        tags=result.tags,
+        payload=result.payload,
+        severity=result.severity,
+        confidence=result.confidence,
+        idempotency_key=result.idempotency_key,
+        dedupe_key=result.dedupe_key,
+        attention_candidate=result.attention_candidate,
+        operator_action_required=result.operator_action_required,
+        risk_detected=result.risk_detected,
+        artifact_refs=result.artifact_refs,
+        run_id=run_id if isinstance(run_id, str) else None,
+        links=result.links,
+    )

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from protocol.codec import Message
-from protocol.events import LinkType, Severity, SourceKind
+from protocol.events import Event, LinkType, Severity, SourceKind
 
 MAX_EVENTS_PER_REPLY = 500
 
@@ -62,6 +62,12 @@ class SeqGap(msgspec.Struct, frozen=True, kw_only=True):
     max_seq: int
     stored: int
     missing: int
+
+
+def stored_as_event(stored: StoredEvent) -> Event:
+    """A stored row as the wire event it was stored from (its links live in the store)."""
+    fields = msgspec.structs.asdict(stored)
+    return Event(**{name: fields[name] for name in Event.__struct_fields__ if name in fields})
 
 
 class EventsSearchRequest(Message, frozen=True, tag="events.search.request"):

@@ -23,6 +23,7 @@ from protocol.emission import (
     invalid_payload,
     parse_block,
     strip_terminal,
+    to_event,
 )
 from protocol.events import (
     MAX_EXCERPT_CHARS,
@@ -733,27 +734,8 @@ def test_coerce_never_raises_and_emitted_fits_the_wire_event(obj: object) -> Non
         assert result.reason and result.detail
         assert len(result.excerpt) <= MAX_EXCERPT_CHARS
         return
-    event = Event(
-        tenant="acme",
-        host="h1",
-        session="coder",
-        boot_id="b1",
-        seq=1,
-        ts=0.0,
-        event_type=result.event_type,
-        summary=result.summary,
-        tags=result.tags,
-        payload=result.payload,
-        severity=result.severity,
-        confidence=result.confidence,
-        idempotency_key=result.idempotency_key,
-        dedupe_key=result.dedupe_key,
-        attention_candidate=result.attention_candidate,
-        operator_action_required=result.operator_action_required,
-        risk_detected=result.risk_detected,
-        artifact_refs=result.artifact_refs,
-        links=result.links,
-    )
+    # The mapping the host agent uses: every coerced emission must fit the wire contract.
+    event = to_event(result, tenant="acme", host="h1", session="coder", boot_id="b1", ts=0.0)
     decoded = codec.decode(codec.encode(event), Event)  # enforces the wire constraints
     assert decoded.summary == result.summary
     assert decoded.links == result.links
