@@ -306,8 +306,10 @@ def test_watch_streams_then_stops_and_never_resizes(fleet: Fleet, tmux_socket: s
 def test_takeover_lease(fleet: Fleet, tmux_socket: str) -> None:
     up(fleet, tmux_socket, [stub("coder", "0.2")])
     alice, bob = {"FLEET_OPERATOR": "alice"}, {"FLEET_OPERATOR": "bob"}
+    # The lease must outlive the three CLI runs made under it (about 1 s each on a loaded
+    # 2-core box: a 3 s lease ran out before bob's takeover); expiry is awaited below.
     code, result = cli_json(
-        fleet, "takeover", "coder", "--reason", "debugging", "--ttl", "3", env=alice
+        fleet, "takeover", "coder", "--reason", "debugging", "--ttl", "10", env=alice
     )
     assert (code, result["outcome"]) == (0, "ok")
     code, result = cli_json(fleet, "send", "coder", "from alice", env=alice)
@@ -320,7 +322,7 @@ def test_takeover_lease(fleet: Fleet, tmux_socket: str) -> None:
     # Expiry frees it without anyone releasing.
     wait_for(
         lambda: cli_json(fleet, "send", "coder", "bob again", env=bob)[1]["outcome"] == "delivered",
-        timeout=20,
+        timeout=30,
         interval=0.5,
         what="lease expired",
     )
