@@ -7,14 +7,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from controller.state import FleetState
+from controller.state import FleetState, HostKey
 from controller.watch_relay import WatchRelay
 from protocol import DecodeError, decode, encode, subjects
 from protocol.api import HostState
@@ -43,7 +43,7 @@ def resolve(
                 if (tenant, host) in state.hosts
                 else (f"unknown host {tenant}/{host}")
             )
-        hosts = [k for k in state.hosts if k[1] == parts[-1]]
+        hosts = state.keys_named(parts[-1])
         if len(hosts) == 1:
             return (*hosts[0], body_session)
         return (
@@ -53,14 +53,17 @@ def resolve(
         )
     if len(parts) > 3 or not all(parts):
         return f"bad target {target!r}: use SESSION, HOST/SESSION or TENANT/HOST/SESSION"
+    if len(parts) == 3:
+        keys: Iterable[HostKey] = [(parts[0], parts[1])]
+    elif len(parts) == 2:
+        keys = state.keys_named(parts[0])
+    else:
+        keys = state.hosts  # a bare session name: any host may have it
     matches = []
-    for (tenant, host), entry in state.hosts.items():
-        if len(parts) == 3 and (tenant, host) != (parts[0], parts[1]):
-            continue
-        if len(parts) == 2 and host != parts[0]:
-            continue
-        if any(s.name == parts[-1] for s in entry.sessions):
-            matches.append((tenant, host, parts[-1]))
+    for key in keys:
+        entry = state.hosts.get(key)
+        if entry is not None and any(s.name == parts[-1] for s in entry.sessions):
+            matches.append((*key, parts[-1]))
     if not matches:
         return f"no session {target!r} in the fleet"
     if len(matches) > 1:

@@ -2,6 +2,11 @@
 
 Fed by heartbeats and lifecycle notices, advanced by a liveness tick, read by the API.
 Time is injected so tests and benchmarks can reason about it.
+
+What the fleet overview needs (hosts per state, rows per tenant, which hosts have a problem,
+hosts by name) is kept up to date as hosts change, so `fleet ps --problems` and the first
+page of a listing cost what the answer holds, not a walk over 50,000 hosts
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass, field
 
 from controller.liveness import state_for_age
 from protocol.api import Flag, HostState, PsRow
-from protocol.heartbeat import Heartbeat, PaneState, SessionSnapshot
+from protocol.heartbeat import BootEnabled, Heartbeat, PaneState, SessionSnapshot
 from protocol.lifecycle import Lifecycle, LifecycleKind
 
 HostKey = tuple[str, str]  # (tenant, host)
@@ -33,9 +38,8 @@ class HostEntry:
     last_seen_mono: float
     sessions: list[SessionSnapshot]
     restored: bool = False
-    # Indexes of the sessions with a flag, cached for the sessions list they were computed on
-    # (`fleet ps --problems` over 500,000 sessions must not re-examine every one each call).
-    _problems: list[int] | None = None
+    # Indexes of the sessions with a flag, set with the sessions (FleetState keeps both).
+    flagged: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,27 +53,34 @@ class Transition:
     silent_s: float | None = None  # for suspect/down: seconds since the last heartbeat
 
 
-def has_flag(snap: SessionSnapshot) -> bool:
-    """session_flags(snap) != [], without building the list."""
-    return (
-        snap.pane is not PaneState.ALIVE
-        or not snap.managed
-        or snap.boot_enabled.value == "no"
-        or (
-            snap.runtime_observed is not None
-            and snap.runtime_configured is not None
-            and snap.runtime_observed != snap.runtime_configured
-        )
+_ALIVE, _BOOT_NO = PaneState.ALIVE, BootEnabled.NO
+
+
+def flagged_indexes(sessions: list[SessionSnapshot]) -> tuple[int, ...]:
+    """Which sessions carry a flag (``session_flags(s) != []``), without building one.
+
+    Runs once per heartbeat, ten sessions at a time, so it is one comprehension of identity
+    tests (2.7 µs per heartbeat, a third of a has-any-flag helper called per session).
+    """
+    return tuple(
+        [
+            i
+            for i, s in enumerate(sessions)
+            if s.pane is not _ALIVE
+            or not s.managed
+            or s.boot_enabled is _BOOT_NO
+            or (
+                s.runtime_observed != s.runtime_configured
+                and s.runtime_observed is not None
+                and s.runtime_configured is not None
+            )
+        ]
     )
 
 
-def problem_indexes(entry: HostEntry) -> list[int]:
-    """Which of the host's sessions carry a flag (cached per heartbeat)."""
-    # Invalidated where the sessions are replaced (FleetState.on_heartbeat). Keying the cache
-    # on id(entry.sessions) is not safe: a freed list's address is reused by a later one.
-    if entry._problems is None:
-        entry._problems = [i for i, s in enumerate(entry.sessions) if has_flag(s)]
-    return entry._problems
+def row_count(entry: HostEntry) -> int:
+    """Rows `fleet ps` shows for a host: one per session, or one for a host without any."""
+    return max(1, len(entry.sessions))
 
 
 def session_flags(snap: SessionSnapshot) -> list[Flag]:
@@ -87,6 +98,14 @@ def session_flags(snap: SessionSnapshot) -> list[Flag]:
     return flags
 
 
+@dataclass(slots=True)
+class Tally:
+    """One tenant's hosts per state and `fleet ps` rows, kept as hosts change."""
+
+    states: dict[HostState, int] = field(default_factory=lambda: dict.fromkeys(HostState, 0))
+    rows: int = 0
+
+
 @dataclass
 class FleetState:
     grace_s: float = 15.0
@@ -99,6 +118,11 @@ class FleetState:
     _sorted: list[HostKey] | None = None
     # The last heartbeat lags (controller clock at processing - host's sent_at), seconds.
     lags: deque[float] = field(default_factory=lambda: deque(maxlen=50_000))
+    tallies: dict[str, Tally] = field(default_factory=dict)
+    # Hosts not ok or with a flagged session: what `fleet ps --problems` lists.
+    problem_hosts: set[HostKey] = field(default_factory=set)
+    _sorted_problems: list[HostKey] | None = None
+    _named: dict[str, list[HostKey]] = field(default_factory=dict)  # host id -> its keys
 
     def __post_init__(self) -> None:
         self.started_mono = self.mono()
@@ -113,8 +137,8 @@ class FleetState:
         for entry in entries:
             entry.last_seen_mono = now
             entry.restored = True
-            self.hosts[(entry.tenant, entry.host)] = entry
-        self._sorted = None
+            entry.flagged = flagged_indexes(entry.sessions)
+            self._admit(entry)
 
     def on_heartbeat(self, hb: Heartbeat) -> Transition | None:
         key = (hb.tenant, hb.host)
@@ -122,20 +146,22 @@ class FleetState:
         self.lags.append(now_wall - hb.sent_at)
         entry = self.hosts.get(key)
         if entry is None:
-            self.hosts[key] = HostEntry(
-                tenant=hb.tenant,
-                host=hb.host,
-                boot_id=hb.boot_id,
-                seq=hb.seq,
-                interval_s=hb.interval_s,
-                agent_version=hb.agent_version,
-                state=HostState.OK,
-                state_since=now_wall,
-                last_seen=now_wall,
-                last_seen_mono=now_mono,
-                sessions=hb.sessions,
+            self._admit(
+                HostEntry(
+                    tenant=hb.tenant,
+                    host=hb.host,
+                    boot_id=hb.boot_id,
+                    seq=hb.seq,
+                    interval_s=hb.interval_s,
+                    agent_version=hb.agent_version,
+                    state=HostState.OK,
+                    state_since=now_wall,
+                    last_seen=now_wall,
+                    last_seen_mono=now_mono,
+                    sessions=hb.sessions,
+                    flagged=flagged_indexes(hb.sessions),
+                )
             )
-            self._sorted = None
             self.dirty.add(key)
             self.count("heartbeats")
             return Transition(hb.tenant, hb.host, None, HostState.OK, now_wall, "first heartbeat")
@@ -147,12 +173,16 @@ class FleetState:
             self.dirty.add(key)  # a restart is news worth writing now
         entry.boot_id, entry.seq = hb.boot_id, hb.seq
         entry.interval_s, entry.agent_version = hb.interval_s, hb.agent_version
-        entry.sessions, entry._problems = hb.sessions, None
+        self.tallies[hb.tenant].rows += max(1, len(hb.sessions)) - row_count(entry)
+        entry.sessions, entry.flagged = hb.sessions, flagged_indexes(hb.sessions)
         entry.last_seen, entry.last_seen_mono = now_wall, now_mono
         entry.restored = False
         # An ordinary heartbeat is not written at once: the persister's rolling pass rewrites
-        # every host within 30 s; state changes (below) are written within seconds.
-        return self._set(entry, HostState.OK, "heartbeat")
+        # every host within 60 s; state changes (below) are written within seconds.
+        transition = self._set(entry, HostState.OK, "heartbeat")
+        if transition is None:
+            self._mark(key, entry)  # flags may have come or gone with the sessions
+        return transition
 
     def on_lifecycle(self, lc: Lifecycle) -> Transition | None:
         entry = self.hosts.get((lc.tenant, lc.host))
@@ -170,9 +200,40 @@ class FleetState:
         if entry.state is new:
             return None
         old, entry.state = entry.state, new
+        states = self.tallies[entry.tenant].states
+        states[old] -= 1
+        states[new] += 1
         entry.state_since = self.wall()
-        self.dirty.add((entry.tenant, entry.host))
+        key = (entry.tenant, entry.host)
+        self.dirty.add(key)
+        self._mark(key, entry)
         return Transition(entry.tenant, entry.host, old, new, entry.state_since, reason, silent)
+
+    def _admit(self, entry: HostEntry) -> None:
+        key = (entry.tenant, entry.host)
+        old = self.hosts.get(key)
+        if old is not None:  # restored twice: count it once
+            tally = self.tallies[old.tenant]
+            tally.states[old.state] -= 1
+            tally.rows -= row_count(old)
+        else:
+            self._named.setdefault(entry.host, []).append(key)
+            self._sorted = None
+        self.hosts[key] = entry
+        tally = self.tallies.setdefault(entry.tenant, Tally())
+        tally.states[entry.state] += 1
+        tally.rows += row_count(entry)
+        self._mark(key, entry)
+
+    def _mark(self, key: HostKey, entry: HostEntry) -> None:
+        """Keep ``problem_hosts`` in step with the host's state and flags."""
+        if entry.state is not HostState.OK or entry.flagged:
+            if key not in self.problem_hosts:
+                self.problem_hosts.add(key)
+                self._sorted_problems = None
+        elif key in self.problem_hosts:
+            self.problem_hosts.discard(key)
+            self._sorted_problems = None
 
     def tick(self) -> list[Transition]:
         """Advance liveness from the controller's clock."""
@@ -200,10 +261,37 @@ class FleetState:
             self._sorted = sorted(self.hosts)
         return self._sorted
 
+    def problem_keys(self) -> list[HostKey]:
+        """The problem hosts in (tenant, host) order (re-sorted only when the set changed)."""
+        if self._sorted_problems is None:
+            self._sorted_problems = sorted(self.problem_hosts)
+        return self._sorted_problems
+
+    def keys_named(self, host: str) -> list[HostKey]:
+        """Every (tenant, host) key of hosts with this id, in tenant order."""
+        return sorted(self._named.get(host, ()))
+
+    def host_counts(self, tenant: str | None = None) -> dict[str, int]:
+        """Hosts per state, of one tenant or the whole fleet."""
+        counts = {s.value: 0 for s in HostState}
+        for name, tally in self.tallies.items():
+            if tenant is None or name == tenant:
+                for state, n in tally.states.items():
+                    counts[state.value] += n
+        return counts
+
+    def row_total(self, tenant: str | None = None) -> int:
+        """`fleet ps` rows of one tenant or the whole fleet, unfiltered."""
+        if tenant is not None:
+            tally = self.tallies.get(tenant)
+            return tally.rows if tally else 0
+        return sum(t.rows for t in self.tallies.values())
+
     def heartbeat_age(self, entry: HostEntry) -> float:
         return max(0.0, self.wall() - entry.last_seen)
 
-    def host_rows(self, entry: HostEntry) -> list[PsRow]:
+    def host_rows(self, entry: HostEntry, only: Iterable[int] | None = None) -> list[PsRow]:
+        """The host's `fleet ps` rows; ``only`` picks sessions by index."""
         age = round(self.heartbeat_age(entry), 3)
         if not entry.sessions:
             return [
@@ -224,14 +312,8 @@ class FleetState:
                 session=s,
                 flags=session_flags(s),
             )
-            for s in entry.sessions
+            for s in (entry.sessions if only is None else [entry.sessions[i] for i in only])
         ]
-
-    def states_count(self) -> dict[str, int]:
-        counts = {s.value: 0 for s in HostState}
-        for entry in self.hosts.values():
-            counts[entry.state.value] += 1
-        return counts
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.state import FleetState, HostEntry, problem_indexes
+from controller.state import FleetState, HostEntry, HostKey
 from protocol.api import HostState, PsReply, PsRequest, PsRow
 
 
@@ -22,25 +22,29 @@ def _host_matches(entry: HostEntry, req: PsRequest) -> bool:
     )
 
 
-def _candidate_keys(state: FleetState, req: PsRequest) -> list[tuple[str, str]]:
-    if req.tenant is not None and req.host is not None:
-        key = (req.tenant, req.host)
-        return [key] if key in state.hosts else []
-    keys = state.sorted_keys()
+def _candidate_keys(state: FleetState, req: PsRequest) -> list[HostKey]:
+    """The hosts a listing walks, in order; the cursor is an index into this list.
+
+    `--host` and `--problems` come from the state's indexes, so they never walk the fleet.
+    """
     if req.host is not None:
-        return [k for k in keys if k[1] == req.host]
+        keys = state.keys_named(req.host)
+        if req.problems:
+            keys = [k for k in keys if k in state.problem_hosts]
+    elif req.problems:
+        keys = state.problem_keys()
+    else:
+        return state.sorted_keys()
+    if req.tenant is not None:
+        keys = [k for k in keys if k[0] == req.tenant]
     return keys
 
 
 def _rows(state: FleetState, entry: HostEntry, req: PsRequest) -> list[PsRow]:
-    """The host's rows that pass the filters. With --problems on an ok host only its flagged
-    sessions are looked at (cached per heartbeat), which keeps the fleet overview cheap."""
+    """The host's rows that pass the filters; with --problems an ok host shows only its
+    flagged sessions (known since its heartbeat)."""
     if req.problems and entry.state is HostState.OK:
-        flagged = problem_indexes(entry)
-        if not flagged:
-            return []
-        wanted = set(flagged)
-        rows = [r for i, r in enumerate(state.host_rows(entry)) if i in wanted]
+        rows = state.host_rows(entry, entry.flagged)
     else:
         rows = state.host_rows(entry)
     return [r for r in rows if _row_matches(r, req)]
@@ -53,16 +57,36 @@ def _count(entry: HostEntry, req: PsRequest, state: FleetState) -> int:
     if req.state is None:
         if entry.state is not HostState.OK:
             return max(1, len(entry.sessions))
-        return len(problem_indexes(entry))
+        return len(entry.flagged)
     return len(_rows(state, entry, req))
+
+
+def _totals(state: FleetState, req: PsRequest, keys: list[HostKey]) -> tuple[int, dict[str, int]]:
+    """(rows over all pages, hosts per state) for the first page of a listing."""
+    if req.host is None:
+        counts = state.host_counts(req.tenant)
+    else:
+        counts = {s.value: 0 for s in HostState}
+        for key in state.keys_named(req.host):
+            if req.tenant is None or key[0] == req.tenant:
+                counts[state.hosts[key].state.value] += 1
+    if req.state is None and not req.problems and req.host is None:
+        return state.row_total(req.tenant), counts
+    # Problem hosts and one host id are few; only a --state filter walks every host.
+    total = 0
+    for key in keys:
+        entry = state.hosts[key]
+        if _host_matches(entry, req):
+            total += _count(entry, req, state)
+    return total, counts
 
 
 def ps_page(state: FleetState, req: PsRequest, max_rows: int) -> PsReply:
     """One page of `fleet ps` rows, whole hosts at a time, in (tenant, host) order.
 
-    The cursor is an index into the sorted host list; ``total`` and the state counts are
-    computed on the first page only (cursor 0), since recounting 500,000 rows per page
-    would make a full listing quadratic.
+    The cursor is an index into the listing's host list (every host, the problem hosts, or
+    the hosts with one id); ``total`` and the state counts come with the first page only
+    (cursor 0): they are kept as hosts change, so no page walks the fleet to count.
     """
     limit = max(1, min(req.limit, max_rows))
     keys = _candidate_keys(state, req)
@@ -78,14 +102,7 @@ def ps_page(state: FleetState, req: PsRequest, max_rows: int) -> PsReply:
     total = -1
     counts: dict[str, int] = {}
     if req.cursor == 0:
-        counts = {s.value: 0 for s in HostState}
-        total = 0
-        for k in keys:
-            entry = state.hosts[k]
-            if _host_matches(entry, req):
-                counts[entry.state.value] += 1
-                if next_cursor is not None:
-                    total += _count(entry, req, state)
+        total, counts = _totals(state, req, keys)
         if next_cursor is None:
             total = len(rows)
     return PsReply(

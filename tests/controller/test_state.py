@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from controller.state import FleetState
 from controller.statedb import StateDB
 from controller.views import ps_page
@@ -223,3 +227,116 @@ def test_problem_rows_follow_each_new_heartbeat() -> None:
     state.on_heartbeat(hb(seq=3, sessions=fine))
     page = ps_page(state, PsRequest(problems=True), 100)
     assert page.rows == [] and page.total == 0
+
+
+def _brute(state: FleetState, tenant: str | None = None) -> tuple[dict[str, int], int, set]:
+    """Counts, rows and problem hosts recomputed from every host, the slow way."""
+    counts = {s.value: 0 for s in HostState}
+    rows = 0
+    problems = set()
+    for key, entry in state.hosts.items():
+        if tenant is not None and key[0] != tenant:
+            continue
+        counts[entry.state.value] += 1
+        rows += max(1, len(entry.sessions))
+        flagged = [r for r in state.host_rows(entry) if r.flags]
+        if entry.state is not HostState.OK or flagged:
+            problems.add(key)
+    return counts, rows, problems
+
+
+SESSION_KINDS = [
+    SessionSnapshot(name="fine", runtime_configured="stub", runtime_observed="stub"),
+    SessionSnapshot(name="drift", runtime_configured="claude", runtime_observed="stub"),
+    SessionSnapshot(
+        name="dead", runtime_configured="stub", runtime_observed=None, pane=PaneState.DEAD
+    ),
+    SessionSnapshot(name="byhand", runtime_configured=None, runtime_observed="sh", managed=False),
+    SessionSnapshot(name="quiet", runtime_configured="stub", runtime_observed=None),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["hb", "hb", "hb", "tick", "shutdown", "reboot", "restore"]),
+            st.integers(0, 7),  # host
+            st.lists(st.integers(0, len(SESSION_KINDS) - 1), max_size=4),  # its sessions
+            st.floats(0, 40),  # seconds that pass first
+        ),
+        max_size=40,
+    )
+)
+def test_overview_indexes_match_a_full_recount(ops) -> None:
+    """Whatever happens to hosts, the kept-up counts, row totals and problem hosts equal a
+    recount over every host, and `ps --problems` lists exactly the problem rows."""
+    state, clock = make(grace=0.0)
+    seqs: dict[str, int] = {}
+    boots: dict[str, str] = {}
+    for op, i, kinds, elapsed in ops:
+        clock.now += elapsed
+        host = f"h{i}"
+        tenant = "acme" if i % 2 else "globex"
+        if op == "tick":
+            state.tick()
+        elif op == "restore":
+            again = FleetState(grace_s=0.0, mono=clock, wall=clock)
+            again.restore(list(state.hosts.values()))
+            state = again
+        elif op == "shutdown" and host in boots:
+            state.on_lifecycle(
+                Lifecycle(
+                    tenant=tenant,
+                    host=host,
+                    boot_id=boots[host],
+                    event=LifecycleKind.SHUTDOWN,
+                    sent_at=0,
+                    agent_version="t",
+                )
+            )
+        elif op in ("hb", "reboot"):
+            if op == "reboot" or host not in boots:
+                boots[host], seqs[host] = f"b{len(seqs)}{i}", 0
+            seqs[host] += 1
+            beat = msgspec.structs.replace(
+                hb(host=host, seq=seqs[host], boot=boots[host]),
+                tenant=tenant,
+                sessions=[
+                    msgspec.structs.replace(SESSION_KINDS[k], name=f"s{n}")
+                    for n, k in enumerate(kinds)
+                ],
+            )
+            state.on_heartbeat(beat)
+        for scope in (None, "acme", "globex"):
+            counts, rows, problems = _brute(state, scope)
+            assert state.host_counts(scope) == counts
+            assert state.row_total(scope) == rows
+            assert {k for k in state.problem_hosts if scope in (None, k[0])} == problems
+            listed = ps_page(state, PsRequest(problems=True, tenant=scope, limit=10_000), 10_000)
+            expected = [
+                r
+                for k in sorted(problems)
+                for r in state.host_rows(state.hosts[k])
+                if r.flags or r.host_state is not HostState.OK
+            ]
+            assert [(r.host, r.session) for r in listed.rows] == [
+                (r.host, r.session) for r in expected
+            ]
+            assert listed.total == len(expected)
+            assert listed.hosts_by_state == counts
+
+
+def test_problem_pages_walk_only_problem_hosts() -> None:
+    """A paged `--problems` listing covers every problem row once, and its cursor runs over
+    the problem hosts, not the fleet (500 fine hosts, 3 with problems: one page each)."""
+    state, _ = make()
+    dead = [SESSION_KINDS[2]]
+    for i in range(500):
+        state.on_heartbeat(hb(host=f"h{i:03d}", sessions=dead if i % 200 == 7 else []))
+    seen, cursor, pages = [], 0, 0
+    while cursor is not None:
+        page = ps_page(state, PsRequest(problems=True, cursor=cursor, limit=1), 100)
+        seen += [r.host for r in page.rows]
+        cursor, pages = page.next_cursor, pages + 1
+    assert seen == ["h007", "h207", "h407"] and pages == 3
