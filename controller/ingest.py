@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -137,6 +138,7 @@ def event_from_message(
 
 
 Decoded = tuple[list[Event], list[float]]
+Stored = tuple[list[Msg], list[Event], list[int | None]]  # a batch, its events, their row ids
 StoredHook = Callable[[Sequence[Event], Sequence[int | None]], Awaitable[None]]
 
 
@@ -170,19 +172,24 @@ class Ingest:
             config=ConsumerConfig(
                 ack_policy=AckPolicy.ALL,
                 deliver_policy=DeliverPolicy.ALL,
-                max_ack_pending=FETCH_BATCH * 4,
+                # Room for every batch the three stages hold at once, and as many again.
+                max_ack_pending=FETCH_BATCH * 10,
                 ack_wait=30,
             ),
         )
-        # Two stages, so the next batch is fetched and decoded while this one is written:
-        # the SQLite insert runs in a worker thread and releases the GIL.
-        send, receive = anyio.create_memory_object_stream[tuple[list[Msg], Decoded]](1)
+        # Three stages, each a task, so the writer thread never waits on the event loop:
+        # fetch and decode the next batch | insert this one (a worker thread; SQLite releases
+        # the GIL) | hand the one before to synthesis and ack it. Acks stay in stream order,
+        # as AckPolicy.ALL needs: acking a message acks every one before it.
+        fetched_in, fetched = anyio.create_memory_object_stream[tuple[list[Msg], Decoded]](1)
+        stored_in, stored = anyio.create_memory_object_stream[Stored](1)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._fetch, psub, tenant, stream, send)
-                async with receive:
-                    async for msgs, decoded in receive:
-                        await self._store_until_done(msgs, decoded, stream, tenant, pause)
+                tg.start_soon(self._fetch, psub, tenant, stream, fetched_in)
+                tg.start_soon(self._store_all, fetched, stored_in, tenant, pause)
+                async with stored:
+                    async for msgs, events, ids in stored:
+                        await self._after(msgs, events, ids)
         finally:
             with anyio.CancelScope(shield=True):
                 await psub.unsubscribe()
@@ -205,21 +212,32 @@ class Ingest:
                 if msgs:
                     await send.send((msgs, self._decode(msgs, stream)))
 
-    async def _store_until_done(
-        self, msgs: list[Msg], decoded: Decoded, stream: str, tenant: str, pause: anyio.Lock
+    async def _store_all(
+        self,
+        fetched: MemoryObjectReceiveStream[tuple[list[Msg], Decoded]],
+        stored: MemoryObjectSendStream[Stored],
+        tenant: str,
+        pause: anyio.Lock,
     ) -> None:
+        async with fetched, stored:
+            async for msgs, (events, stamps) in fetched:
+                ids = await self._store_until_done(events, stamps, tenant, pause)
+                await stored.send((msgs, events, ids))
+
+    async def _store_until_done(
+        self, events: list[Event], stamps: list[float], tenant: str, pause: anyio.Lock
+    ) -> list[int | None]:
         # Batches are stored and acked strictly in order, and a failed batch is retried
         # rather than skipped: with AckPolicy.ALL the next batch's ack would ack it too.
         attempt = 0
         while True:
             try:
                 async with pause:  # held by a rebuild
-                    await self._store(msgs, stream, decoded)
-                return
+                    return await anyio.to_thread.run_sync(self.store.insert_many, events, stamps)
             except Exception:
                 attempt += 1
                 log.exception(
-                    "storing %d events of %s failed (attempt %d)", len(msgs), tenant, attempt
+                    "storing %d events of %s failed (attempt %d)", len(events), tenant, attempt
                 )
                 await anyio.sleep(min(30.0, 2.0 ** min(attempt, 5)))
 
@@ -238,15 +256,18 @@ class Ingest:
             events.append(event)
         return events, stamps
 
-    async def _store(self, msgs: list[Msg], stream: str, decoded: Decoded | None = None) -> None:
-        events, stamps = decoded or self._decode(msgs, stream)
-        ids = await anyio.to_thread.run_sync(self.store.insert_many, events, stamps)
+    async def _after(self, msgs: list[Msg], events: list[Event], ids: list[int | None]) -> None:
+        """Count, synthesize and ack a stored batch. A failure here loses nothing: the rows
+        are committed, and an unacked batch comes again after ack_wait as duplicates."""
         self.count("events_stored", sum(1 for i in ids if i is not None))
         self.count("events_duplicate", sum(1 for i in ids if i is None))
-        if self.on_stored is not None:
-            await self.on_stored(events, ids)
-        # AckPolicy.ALL: acking the last message acknowledges the whole batch.
-        await msgs[-1].ack()
+        try:
+            if self.on_stored is not None:
+                await self.on_stored(events, ids)
+            # AckPolicy.ALL: acking the last message acknowledges the whole batch.
+            await msgs[-1].ack()
+        except Exception:
+            log.exception("after storing %d events", len(events))
 
 
 async def replay(js: JetStreamContext, tenant: str) -> tuple[list[Event], list[float]]:

@@ -12,13 +12,19 @@ page of a listing cost what the answer holds, not a walk over 50,000 hosts
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from controller.liveness import state_for_age
 from protocol.api import Flag, HostState, PsRow
-from protocol.heartbeat import BootEnabled, Heartbeat, PaneState, SessionSnapshot
+from protocol.heartbeat import (
+    SUSPECT_AFTER_INTERVALS,
+    BootEnabled,
+    Heartbeat,
+    PaneState,
+    SessionSnapshot,
+)
 from protocol.lifecycle import Lifecycle, LifecycleKind
 
 HostKey = tuple[str, str]  # (tenant, host)
@@ -123,6 +129,11 @@ class FleetState:
     problem_hosts: set[HostKey] = field(default_factory=set)
     _sorted_problems: list[HostKey] | None = None
     _named: dict[str, list[HostKey]] = field(default_factory=dict)  # host id -> its keys
+    # The hosts the clock can still make worse (not down, not stopped), least recently heard
+    # first: the liveness tick stops at the first one heard too recently to be suspect, so
+    # it costs the silent hosts, not the fleet (it walked all 50,000 every 0.5 s).
+    _by_silence: OrderedDict[HostKey, None] = field(default_factory=OrderedDict)
+    _intervals: dict[float, int] = field(default_factory=dict)  # interval_s -> hosts
 
     def __post_init__(self) -> None:
         self.started_mono = self.mono()
@@ -172,7 +183,12 @@ class FleetState:
         if hb.boot_id != entry.boot_id or entry.restored:
             self.dirty.add(key)  # a restart is news worth writing now
         entry.boot_id, entry.seq = hb.boot_id, hb.seq
+        if hb.interval_s != entry.interval_s:
+            self._count_interval(entry.interval_s, -1)
+            self._count_interval(hb.interval_s, 1)
         entry.interval_s, entry.agent_version = hb.interval_s, hb.agent_version
+        self._by_silence[key] = None
+        self._by_silence.move_to_end(key)
         self.tallies[hb.tenant].rows += max(1, len(hb.sessions)) - row_count(entry)
         entry.sessions, entry.flagged = hb.sessions, flagged_indexes(hb.sessions)
         entry.last_seen, entry.last_seen_mono = now_wall, now_mono
@@ -216,6 +232,7 @@ class FleetState:
             tally = self.tallies[old.tenant]
             tally.states[old.state] -= 1
             tally.rows -= row_count(old)
+            self._count_interval(old.interval_s, -1)
         else:
             self._named.setdefault(entry.host, []).append(key)
             self._sorted = None
@@ -223,7 +240,20 @@ class FleetState:
         tally = self.tallies.setdefault(entry.tenant, Tally())
         tally.states[entry.state] += 1
         tally.rows += row_count(entry)
+        self._count_interval(entry.interval_s, 1)
+        if entry.state is HostState.DOWN or entry.state is HostState.STOPPED:
+            self._by_silence.pop(key, None)
+        else:
+            self._by_silence[key] = None
+            self._by_silence.move_to_end(key)
         self._mark(key, entry)
+
+    def _count_interval(self, interval_s: float, n: int) -> None:
+        left = self._intervals.get(interval_s, 0) + n
+        if left:
+            self._intervals[interval_s] = left
+        else:
+            self._intervals.pop(interval_s, None)
 
     def _mark(self, key: HostKey, entry: HostEntry) -> None:
         """Keep ``problem_hosts`` in step with the host's state and flags."""
@@ -237,22 +267,36 @@ class FleetState:
 
     def tick(self) -> list[Transition]:
         """Advance liveness from the controller's clock."""
+        if not self._by_silence:
+            return []
         now = self.mono()
         in_grace = now - self.started_mono < self.grace_s
+        # No host heard within this many seconds can be suspect, whatever its interval; the
+        # hosts are in the order they were last heard, so the walk ends at the first such.
+        horizon = SUSPECT_AFTER_INTERVALS * min(self._intervals)
         out = []
-        for entry in self.hosts.values():
-            if entry.state is HostState.STOPPED or (entry.restored and in_grace):
-                continue
+        settled = []  # down or stopped: only a heartbeat brings them back
+        for key in self._by_silence:
+            entry = self.hosts[key]
             age = now - entry.last_seen_mono
+            if age <= horizon:
+                break
+            if entry.state is HostState.STOPPED:
+                settled.append(key)
+                continue
+            if entry.restored and in_grace:
+                continue
             new = state_for_age(age, entry.interval_s)
             # Only a heartbeat makes a host ok again; the clock only makes things worse.
             if new is HostState.OK or new is entry.state:
                 continue
-            if entry.state is HostState.DOWN:
-                continue
             t = self._set(entry, new, "missed heartbeats", age)
             if t:
                 out.append(t)
+            if new is HostState.DOWN:
+                settled.append(key)
+        for key in settled:
+            del self._by_silence[key]
         return out
 
     # -- output -----------------------------------------------------------------------------

@@ -264,22 +264,32 @@ SESSION_KINDS = [
             st.integers(0, 7),  # host
             st.lists(st.integers(0, len(SESSION_KINDS) - 1), max_size=4),  # its sessions
             st.floats(0, 40),  # seconds that pass first
+            st.sampled_from([0.5, 5.0, 30.0]),  # the heartbeat's interval
         ),
         max_size=40,
     )
 )
 def test_overview_indexes_match_a_full_recount(ops) -> None:
     """Whatever happens to hosts, the kept-up counts, row totals and problem hosts equal a
-    recount over every host, and `ps --problems` lists exactly the problem rows."""
+    recount over every host, `ps --problems` lists exactly the problem rows, and every tick
+    (which walks only the hosts silent long enough) leaves no overdue host ok."""
     state, clock = make(grace=0.0)
     seqs: dict[str, int] = {}
     boots: dict[str, str] = {}
-    for op, i, kinds, elapsed in ops:
+    for op, i, kinds, elapsed, interval in ops:
         clock.now += elapsed
         host = f"h{i}"
         tenant = "acme" if i % 2 else "globex"
         if op == "tick":
             state.tick()
+            for entry in state.hosts.values():
+                age = clock.now - entry.last_seen_mono
+                if entry.state is HostState.STOPPED:
+                    continue
+                if age > 6 * entry.interval_s:
+                    assert entry.state is HostState.DOWN, (entry, age)
+                elif age > 3 * entry.interval_s:
+                    assert entry.state in (HostState.SUSPECT, HostState.DOWN), (entry, age)
         elif op == "restore":
             again = FleetState(grace_s=0.0, mono=clock, wall=clock)
             again.restore(list(state.hosts.values()))
@@ -300,7 +310,7 @@ def test_overview_indexes_match_a_full_recount(ops) -> None:
                 boots[host], seqs[host] = f"b{len(seqs)}{i}", 0
             seqs[host] += 1
             beat = msgspec.structs.replace(
-                hb(host=host, seq=seqs[host], boot=boots[host]),
+                hb(host=host, seq=seqs[host], boot=boots[host], interval=interval),
                 tenant=tenant,
                 sessions=[
                     msgspec.structs.replace(SESSION_KINDS[k], name=f"s{n}")
