@@ -44,8 +44,10 @@ def fleet_up(
 
 
 def _heartbeats(b: Bench, retry_s: float = 60.0) -> int:
+    """Heartbeats the controller has dealt with: processed, stale, or superseded by a newer
+    one from the same host while waiting (controller/latest.py)."""
     c = b.status(timeout=10.0, retry_s=retry_s).counters
-    return c.get("heartbeats", 0) + c.get("heartbeats_stale", 0)
+    return c.get("heartbeats", 0) + c.get("heartbeats_stale", 0) + c.get("heartbeats_superseded", 0)
 
 
 def _flood(b: Bench, pool: Pool, raw: RawSubscriber, count: int) -> Result:
@@ -102,7 +104,7 @@ def fanin(hosts: int, duration: float, interval: float, procs: int, flood: int) 
             with pool:
                 out["ramp_s"] = round(ramp, 1)
                 out["hosts_heard_after_ramp"] = b.heard
-                out.update(_steady(b, pid, raw, duration, interval))
+                out.update(_steady(b, pool, pid, raw, duration, interval))
                 out["memory"] = {"controller_rss_mib": rss_mib(pid), **_hwm(pid)}
                 out["false_suspect_or_down"] = b.false_alarms(t_start)
                 out["slow_consumer_disconnects_steady"] = b.slow_consumer_events()
@@ -128,11 +130,14 @@ def _hwm(pid: int) -> dict[str, float]:
     return {"controller_hwm_mib": round(proc_status(pid).get("VmHWM", 0) / 1024, 1)}
 
 
-def _steady(b: Bench, pid: int, raw: RawSubscriber, duration: float, interval: float) -> Result:
+def _steady(
+    b: Bench, pool: Pool, pid: int, raw: RawSubscriber, duration: float, interval: float
+) -> Result:
     """Sample the controller's own numbers while the fleet heartbeats normally."""
     p99s: list[float] = []
     p50s: list[float] = []
     rss: list[float] = []
+    sent0 = sum(pool.ask("stats"))
     c0, cpu0, r0, rcpu0 = (
         _heartbeats(b),
         cpu_seconds(pid),
@@ -152,6 +157,7 @@ def _steady(b: Bench, pid: int, raw: RawSubscriber, duration: float, interval: f
         p50s.append(status.latencies_ms.get("heartbeat_lag_p50", float("nan")))
         p99s.append(status.latencies_ms.get("heartbeat_lag_p99", float("nan")))
     elapsed = time.monotonic() - t0
+    sent1 = sum(pool.ask("stats"))
     c1, cpu1, r1, rcpu1 = (
         _heartbeats(b),
         cpu_seconds(pid),
@@ -163,6 +169,9 @@ def _steady(b: Bench, pid: int, raw: RawSubscriber, duration: float, interval: f
     return {
         "steady_s": round(elapsed, 1),
         "status_calls_unanswered": failures,
+        # What the generators managed to send: on a loaded box they may fall short of
+        # hosts / interval, and then neither consumer can be asked for more.
+        "offered_per_s": round((sent1 - sent0) / elapsed),
         "heartbeats_per_s": round((c1 - c0) / elapsed),
         "raw_heartbeats_per_s": round((r1 - r0) / elapsed),
         "lag_p50_ms_last": p50s[-1] if p50s else None,

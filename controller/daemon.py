@@ -26,6 +26,7 @@ from controller.commands import CommandRouter
 from controller.config import ControllerConfig
 from controller.events_api import EventsApi
 from controller.ingest import Ingest, replay
+from controller.latest import Latest
 from controller.metrics import serve_metrics
 from controller.rejects import Rejects
 from controller.service import ApiService
@@ -111,6 +112,7 @@ class Controller:
         self._subs: list[Subscription] = []
         self._pending_transitions: list[Transition] = []
         self.changes = HostChangeLog(log)
+        self.heartbeats = Latest()
         self._roll = 0
 
     # -- life -------------------------------------------------------------------------------
@@ -158,7 +160,7 @@ class Controller:
         await self.synthesis.warm()
         for tenant, nc in self.tenant_nc.items():
             self._subs.append(
-                await nc.subscribe(subjects.all_heartbeats(tenant), cb=self._on_heartbeat)
+                await nc.subscribe(subjects.all_heartbeats(tenant), cb=self.heartbeats.park)
             )
             self._subs.append(
                 await nc.subscribe(subjects.all_lifecycles(tenant), cb=self._on_lifecycle)
@@ -178,6 +180,7 @@ class Controller:
             if self.config.metrics_addr:
                 # Bound before anything else runs: a port in use fails the start loudly.
                 await tg.start(serve_metrics, self.metrics, self.config.metrics_addr)
+            tg.start_soon(self.heartbeats.run, self._on_heartbeat)
             tg.start_soon(self._liveness_loop)
             tg.start_soon(self._persist_loop)
             tg.start_soon(self.ingest.run, self._jetstreams(), self.ingest_lock)
@@ -335,6 +338,11 @@ class Controller:
             started_at=self.started_at,
             tenants=list(self.config.tenants),
             hosts=len(self.state.hosts),
-            counters={**self.state.counters, "sequence_gaps": self.store.total_gaps()},
+            counters={
+                **self.state.counters,
+                "heartbeats_superseded": self.heartbeats.superseded,
+                "heartbeats_waiting": len(self.heartbeats),
+                "sequence_gaps": self.store.total_gaps(),
+            },
             latencies_ms=self._latencies(),
         )

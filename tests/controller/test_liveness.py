@@ -133,14 +133,16 @@ def test_garbage_heartbeats_are_counted_and_survived(fleet: Fleet, tmux_socket: 
         b'{"msg":"heartbeat","tenant":"' + tenant.encode() + b'"}',
         b"[1,2,3]",
         encode(good).replace(b'"seq":1', b'"seq":"one"'),
-        encode(good),  # well-formed, but says h9 on h1's subject: impersonation
+        encode(good),  # well-formed, but says h9 on another host's subject: impersonation
         b"",
     ]
 
     async def publish() -> None:
+        # One host subject each: heartbeats waiting on one subject supersede each other
+        # unread (controller/latest.py), and each of these must be looked at and refused.
         nc = await nats.connect(fleet.nats.url)
-        for payload in bad:
-            await nc.publish(subjects.heartbeat(tenant, "h1"), payload)
+        for i, payload in enumerate(bad):
+            await nc.publish(subjects.heartbeat(tenant, f"g{i}"), payload)
         await nc.flush()
         await nc.close()
 

@@ -1,0 +1,54 @@
+"""Heartbeats waiting to be processed: the newest per subject, oldest-waiting host first.
+
+A heartbeat is a snapshot, so a newer one from the same host supersedes an older one still
+waiting. The subscription only parks messages here (one dict store), one task processes
+them. A controller that falls behind (a start-up storm of 50,000 hosts, a burst, a loaded
+box) then works through each host's newest heartbeat once per pass, instead of through a
+queue that grows until nats-server cuts it off as a slow consumer and the heartbeats lost
+meanwhile make healthy hosts suspect (docs/benchmarks.md). What it has to keep up with is
+hosts per suspect window (3 intervals), not every heartbeat sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.lowlevel
+from nats.aio.msg import Msg
+
+log = logging.getLogger(__name__)
+
+CHUNK = 200  # processed between yields, so the API and the socket reader get their turn
+
+
+class Latest:
+    def __init__(self) -> None:
+        self._waiting: OrderedDict[str, Msg] = OrderedDict()
+        self._ready = anyio.Event()
+        self.superseded = 0  # parked heartbeats replaced by a newer one before processing
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    async def park(self, msg: Msg) -> None:
+        """The subscription's callback."""
+        if msg.subject in self._waiting:
+            self.superseded += 1  # keeps its place in line, with the newer content
+        self._waiting[msg.subject] = msg
+        self._ready.set()
+
+    async def run(self, handle: Callable[[Msg], Awaitable[None]]) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready = anyio.Event()  # a park from now on wakes the next round
+            while self._waiting:
+                for _ in range(min(CHUNK, len(self._waiting))):
+                    msg = self._waiting.popitem(last=False)[1]
+                    try:
+                        await handle(msg)
+                    except Exception:  # one bad message must not stop the intake
+                        log.exception("handling %s failed", msg.subject)
+                await anyio.lowlevel.checkpoint()

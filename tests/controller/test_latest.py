@@ -1,0 +1,46 @@
+"""Parked heartbeats: the newest per host wins, hosts are served in order of arrival, and a
+handler that fails on one message does not stop the rest."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from nats.aio.msg import Msg
+
+from controller.latest import Latest
+
+
+def msg(subject: str, data: bytes) -> Msg:
+    return Msg(_client=None, subject=subject, data=data)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_newest_per_subject_in_order_of_first_arrival() -> None:
+    latest = Latest()
+    for subject, data in [("a", b"1"), ("b", b"1"), ("a", b"2"), ("c", b"1"), ("a", b"3")]:
+        await latest.park(msg(subject, data))
+    assert len(latest) == 3 and latest.superseded == 2
+    seen: list[tuple[str, bytes]] = []
+    done = anyio.Event()
+
+    async def handle(m: Msg) -> None:
+        seen.append((m.subject, m.data))
+        if m.subject == "b":
+            raise ValueError("a broken message")  # logged, the next ones still handled
+        if len(seen) == 4:
+            done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(latest.run, handle)
+        await anyio.sleep(0.05)
+        await latest.park(msg("d", b"1"))  # parked while the runner waits: wakes it
+        with anyio.fail_after(5):
+            await done.wait()
+        tg.cancel_scope.cancel()
+    assert seen == [("a", b"3"), ("b", b"1"), ("c", b"1"), ("d", b"1")]
+    assert len(latest) == 0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
