@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
@@ -12,11 +12,18 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from controller.client import ClientError, resolve_settings
-from controller.deploy import DeployOptions, HostResult, Outcome, deploy_all
-from controller.deploy_remote import SshOptions, Target
+
+if TYPE_CHECKING:
+    from controller.deploy import HostResult
+    from controller.deploy_remote import Target
+
+# controller.deploy is imported by the command itself: it brings asyncssh, a third of a
+# second that every other `fleet` command would pay at start-up.
 
 
 def _print_result(result: HostResult, out: Console) -> None:
+    from controller.deploy import Outcome
+
     who = f"{result.target} ({result.host_id})" if result.host_id else str(result.target)
     if result.outcome is Outcome.FAILED:
         assert result.error is not None
@@ -93,6 +100,8 @@ def deploy(
 ) -> None:
     """Install or update the host agent on hosts over SSH and wait for its heartbeat."""
     from controller.cli import fail
+    from controller.deploy import DeployOptions, Outcome, deploy_all
+    from controller.deploy_remote import SshOptions, Target
 
     if host_id and len(hosts) > 1:
         fail("--host-id names one host; deploy several hosts with their own hostnames")

@@ -48,3 +48,11 @@ def test_nats_up_but_no_controller(tmp_path: Path) -> None:
     assert "no controller is serving fleet.ctl.ps" in result.stderr
     assert server.url in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_start_up_does_not_load_the_ssh_stack() -> None:
+    """Every `fleet` command would pay asyncssh's import (a third of a second here) if the
+    CLI loaded the deploy modules up front; only `fleet deploy` needs them."""
+    code = "import sys, controller.cli; sys.exit('asyncssh' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], timeout=60, check=False)
+    assert done.returncode == 0
