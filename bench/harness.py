@@ -25,6 +25,7 @@ from controller.client import ClientError, ControllerClient
 from controller.config import ControllerConfig, dump
 from controller.nats_embedded import EmbeddedNats
 from protocol.api import PsReply, PsRequest, StatusReply, StatusRequest
+from protocol.reports_api import MetricsReply, MetricsRequest
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
@@ -156,6 +157,16 @@ class Bench:
                 self.api_gone_s += time.monotonic() - start
             return reply
         raise RuntimeError("unreachable")
+
+    def lag_histogram(self) -> dict[str, float] | None:
+        """The controller's heartbeat-lag histogram: cumulative count per bucket bound
+        (seconds, as strings, "+Inf" last); None if it did not answer."""
+        try:
+            reply = api(self.url, lambda c: c.call("metrics", MetricsRequest(), MetricsReply), 10)
+        except ClientError:
+            return None
+        [series] = reply.snapshot["fleet_heartbeat_lag_seconds"] or [{"buckets": {}}]
+        return dict(series["buckets"])
 
     def slow_consumer_events(self) -> int:
         """Times nats-server cut the controller off for not reading fast enough."""

@@ -117,13 +117,42 @@ def fanin(hosts: int, duration: float, interval: float, procs: int, flood: int) 
                 out["api_unavailable_s"] = round(b.api_gone_s, 1)
         finally:
             raw.stop()
-    goal(out, "heartbeat_lag_p99_ms", out["lag_p99_ms_max"], 1000)
+    # p99 < 1 s over the steady phase: fewer than 1 % of its heartbeats lagged over 1 s.
+    goal(out, "heartbeat_lag_share_over_1s", out["lag_steady"]["share_over_1s"], 0.01)
     goal(out, "false_suspect_or_down", out["false_suspect_or_down"], 1)
     goal(out, "slow_consumer_disconnects", out["slow_consumer_disconnects"], 1)
     goal(out, "controller_rss_mib", out["memory"]["controller_rss_mib"], 1024)
     if "raw_limit" in out:
         goal(out, "ingest_ratio_vs_raw", out["raw_limit"]["ratio"], 0.5, below=False)
     return out
+
+
+def _lag_window(before: dict[str, float] | None, after: dict[str, float] | None) -> Result:
+    """Heartbeat lag over the steady phase only, from the controller's lag histogram: the
+    heartbeats processed in the phase, how many lagged more than 1 s (a bucket bound, so the
+    p99 < 1 s goal is exactly "under 1 % over 1 s"), and the bucket bound p99 falls within.
+
+    The status p99 samples cover the last 50,000 heartbeats, so the first ones after the
+    ramp still hold ramp-time lags; this window holds none."""
+    if before is None or after is None:
+        return {"n": 0, "over_1s": -1, "share_over_1s": float("nan"), "p99_at_most_s": "?"}
+    delta = {k: after[k] - before.get(k, 0) for k in after}
+    n = delta.get("+Inf", 0)
+    bound = next((k for k, c in delta.items() if n and c >= 0.99 * n), "+Inf")
+    over = n - delta.get("1", 0)
+    return {
+        "n": int(n),
+        "over_1s": int(over),
+        "share_over_1s": round(over / n, 5) if n else float("nan"),
+        "p99_at_most_s": bound,
+    }
+
+
+def _other_cpu(b: Bench, pool: Pool) -> dict[str, float]:
+    """CPU seconds so far of nats-server and the load generators together."""
+    nats = b.nats.process.pid if b.nats.process else 0
+    gens = sum(cpu_seconds(proc.pid or 0) for proc, _ in pool.procs)
+    return {"nats_server": cpu_seconds(nats), "generators": gens}
 
 
 def _hwm(pid: int) -> dict[str, float]:
@@ -138,6 +167,8 @@ def _steady(
     p50s: list[float] = []
     rss: list[float] = []
     sent0 = sum(pool.ask("stats"))
+    hist0 = b.lag_histogram()
+    others = _other_cpu(b, pool)
     c0, cpu0, r0, rcpu0 = (
         _heartbeats(b),
         cpu_seconds(pid),
@@ -157,6 +188,9 @@ def _steady(
         p50s.append(status.latencies_ms.get("heartbeat_lag_p50", float("nan")))
         p99s.append(status.latencies_ms.get("heartbeat_lag_p99", float("nan")))
     elapsed = time.monotonic() - t0
+    hist1 = b.lag_histogram()
+    after = _other_cpu(b, pool)
+    others = {k: round((after[k] - v) / elapsed * 100, 1) for k, v in others.items()}
     sent1 = sum(pool.ask("stats"))
     c1, cpu1, r1, rcpu1 = (
         _heartbeats(b),
@@ -177,7 +211,10 @@ def _steady(
         "lag_p50_ms_last": p50s[-1] if p50s else None,
         "lag_p99_ms_last": p99s[-1] if p99s else None,
         "lag_p99_ms_max": max(p99s, default=float("nan")),
+        "lag_steady": _lag_window(hist0, hist1),
         "controller_cpu_pct": round((cpu1 - cpu0) / elapsed * 100, 1),
+        # Where the rest of the 2 cores went (100 % = one core).
+        "cpu_pct": {**others, "raw_subscriber": round((rcpu1 - rcpu0) / elapsed * 100, 1)},
         "controller_cpu_us_per_hb": round(ctrl_us, 1),
         "raw_cpu_us_per_hb": round(raw_us, 1),
         "rss_mib_max": max(rss, default=0.0),

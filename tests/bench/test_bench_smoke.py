@@ -65,6 +65,8 @@ def test_scenario_runs_and_counts_match(scenario: str, tmp_path: Path) -> None:
     res = run_bench(scenario, tmp_path)
     if scenario == "fanin":
         assert res["heartbeats_per_s"] > 0 and res["raw_heartbeats_per_s"] > 0
+        assert res["offered_per_s"] > 0 and res["lag_steady"]["n"] > 0
+        assert res["cpu_pct"]["generators"] > 0 and res["cpu_pct"]["nats_server"] > 0
         assert res["raw_limit"]["flood_published"] > 0
         assert res["raw_limit"]["controller_caught_up"] and res["raw_limit"]["raw_caught_up"]
         assert res["memory"]["controller_rss_mib"] > 0
