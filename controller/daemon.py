@@ -183,7 +183,7 @@ class Controller:
             tg.start_soon(self.heartbeats.run, self._on_heartbeat)
             tg.start_soon(self._liveness_loop)
             tg.start_soon(self._persist_loop)
-            tg.start_soon(self.ingest.run, self._jetstreams(), self.ingest_lock)
+            tg.start_soon(self.ingest.run, dict(self.tenant_nc), self.ingest_lock)
             await self.flags.should_exit.wait()
             tg.cancel_scope.cancel()
 

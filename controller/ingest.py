@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -26,8 +27,9 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
+from controller.pull import BatchPull
 from controller.store import EventStore
 from protocol import DecodeError, decode, subjects
 from protocol.emission import excerpt
@@ -60,6 +62,49 @@ def stream_config(tenant: str, settings: StreamSettings) -> StreamConfig:
         max_bytes=settings.max_bytes,
         max_msg_size=PAYLOAD_LIMITS[subjects.Kind.EVT],
     )
+
+
+def _consumer_config(tenant: str, start_seq: int = 0) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=DURABLE,
+        filter_subject=subjects.all_events(tenant),
+        ack_policy=AckPolicy.ALL,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
+        opt_start_seq=start_seq or None,
+        # Room for every batch the three ingest stages hold at once, and as many again.
+        max_ack_pending=FETCH_BATCH * 10,
+        ack_wait=30,
+    )
+
+
+async def ensure_consumer(js: JetStreamContext, tenant: str, resume: bool = False) -> None:
+    """The store's durable consumer on the tenant's stream, ready to deliver everything not
+    yet acked, first.
+
+    With ack policy *all*, acking a message acks every one before it, read or not. Messages
+    delivered to a controller that is gone (killed) or lost on the way (a reconnect) and never
+    acked would be acked unread by the next ack, and missing from the store. So when the
+    consumer holds such messages (on start), or ``resume`` says deliveries were missed, it is
+    made again from just after its ack floor: those messages come first, and what the store
+    already holds it drops as duplicates. One controller consumes a tenant's stream.
+    """
+    stream = subjects.event_stream_name(tenant)
+    try:
+        info = await js.consumer_info(stream, DURABLE)
+    except NotFoundError:
+        await js.add_consumer(stream, _consumer_config(tenant))
+        return
+    if not resume and not info.num_ack_pending:
+        return
+    floor = info.ack_floor.stream_seq if info.ack_floor else 0
+    log.warning(
+        "events of %s: %s delivered but not acked; redelivering from stream seq %d",
+        tenant,
+        info.num_ack_pending,
+        floor + 1,
+    )
+    await js.delete_consumer(stream, DURABLE)
+    await js.add_consumer(stream, _consumer_config(tenant, floor + 1))
 
 
 async def ensure_stream(js: JetStreamContext, tenant: str, settings: StreamSettings) -> None:
@@ -158,25 +203,16 @@ class Ingest:
         for tenant in self.tenants:
             await ensure_stream(js_by_tenant[tenant], tenant, self.settings)
 
-    async def run(self, js_by_tenant: dict[str, JetStreamContext], pause: anyio.Lock) -> None:
+    async def run(self, connections: dict[str, Client], pause: anyio.Lock) -> None:
         async with anyio.create_task_group() as tg:
             for tenant in self.tenants:
-                tg.start_soon(self._consume, js_by_tenant[tenant], tenant, pause)
+                tg.start_soon(self._consume, connections[tenant], tenant, pause)
 
-    async def _consume(self, js: JetStreamContext, tenant: str, pause: anyio.Lock) -> None:
+    async def _consume(self, nc: Client, tenant: str, pause: anyio.Lock) -> None:
         stream = subjects.event_stream_name(tenant)
-        psub = await js.pull_subscribe(
-            subjects.all_events(tenant),
-            durable=DURABLE,
-            stream=stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.ALL,
-                deliver_policy=DeliverPolicy.ALL,
-                # Room for every batch the three stages hold at once, and as many again.
-                max_ack_pending=FETCH_BATCH * 10,
-                ack_wait=30,
-            ),
-        )
+        await ensure_consumer(nc.jetstream(), tenant)
+        pull = BatchPull(nc, stream, DURABLE)
+        await pull.start()
         # Three stages, each a task, so the writer thread never waits on the event loop:
         # fetch and decode the next batch | insert this one (a worker thread; SQLite releases
         # the GIL) | hand the one before to synthesis and ack it. Acks stay in stream order,
@@ -185,24 +221,32 @@ class Ingest:
         stored_in, stored = anyio.create_memory_object_stream[Stored](1)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._fetch, psub, tenant, stream, fetched_in)
+                tg.start_soon(self._fetch, pull, nc.jetstream(), tenant, stream, fetched_in)
                 tg.start_soon(self._store_all, fetched, stored_in, tenant, pause)
                 async with stored:
                     async for msgs, events, ids in stored:
                         await self._after(msgs, events, ids)
         finally:
             with anyio.CancelScope(shield=True):
-                await psub.unsubscribe()
+                await pull.stop()
 
     async def _fetch(
-        self, psub: JetStreamContext.PullSubscription, tenant: str, stream: str, send: Any
+        self, pull: BatchPull, js: JetStreamContext, tenant: str, stream: str, send: Any
     ) -> None:
+        expected = 0  # the consumer's next delivery seq, once known
         async with send:
             while True:
                 try:
-                    msgs = await psub.fetch(FETCH_BATCH, timeout=FETCH_WAIT_S)
-                except (NatsTimeoutError, TimeoutError):  # nats-py raises both kinds
-                    continue
+                    msgs = await pull.fetch(FETCH_BATCH, FETCH_WAIT_S)
+                    first = msgs[0].metadata.sequence.consumer if msgs else expected
+                    if expected and first != expected:
+                        # Deliveries we never saw (lost in a reconnect): acking past them
+                        # would ack them unread. This batch comes again after the floor.
+                        await ensure_consumer(js, tenant, resume=True)
+                        expected = 0
+                        continue
+                    if msgs:
+                        expected = msgs[-1].metadata.sequence.consumer + 1
                 except Exception as exc:  # disconnected, consumer gone: wait and retry
                     log.warning(
                         "fetching events for %s failed: %s", tenant, exc or type(exc).__name__

@@ -101,6 +101,11 @@ def host_outputs(tenant: str, host: str) -> str:
     return f"{ROOT}.{validate_tenant(tenant)}.{Kind.OUT.value}.{validate_host(host)}.>"
 
 
+def jetstream_next(stream: str, consumer: str, api_prefix: str = "$JS.API") -> str:
+    """Where a pull request for a consumer's next messages goes (NATS's JetStream API)."""
+    return f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+
+
 def event_stream_name(tenant: str) -> str:
     """JetStream stream holding one tenant's events."""
     return f"FLEET_EVT_{validate_tenant(tenant)}"

@@ -161,7 +161,9 @@ def test_host_agent_kill9_and_restart_loses_and_repeats_nothing(
             "FLEET_STUB_EMIT": "malformed",
         },
     )
-    config = fleet.agent_config(tenant, "h1", tmux_socket, [stub("coder", "0.1"), noisy])
+    # 0.3 s per step: 12 runs outlast the CLI polls (about 1 s each on a loaded 2-core box)
+    # that see the first events stored, so the kill lands mid-stream (asserted below).
+    config = fleet.agent_config(tenant, "h1", tmux_socket, [stub("coder", "0.3"), noisy])
     fleet.start_controller(fleet.controller_config([tenant]))
     agent = fleet.start_agent(config)
     for name in ("coder", "noisy"):
@@ -173,6 +175,7 @@ def test_host_agent_kill9_and_restart_loses_and_repeats_nothing(
     send_prompts(tmux_socket, "noisy", [f"task {i}" for i in range(runs)])
     wait_for(lambda: len(stored(fleet, tenant, "coder")) >= 4, what="some events stored")
     agent.kill()  # the stubs keep printing into the pane logs meanwhile
+    assert len(emitted_keys(config, "coder")) < runs * EVENTS_PER_RUN, "killed after the runs"
     wait_for(
         lambda: (
             len(emitted_keys(config, "coder")) >= runs * EVENTS_PER_RUN
