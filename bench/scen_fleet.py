@@ -159,6 +159,23 @@ def _hwm(pid: int) -> dict[str, float]:
     return {"controller_hwm_mib": round(proc_status(pid).get("VmHWM", 0) / 1024, 1)}
 
 
+def _readings(b: Bench, pool: Pool, pid: int, raw: RawSubscriber) -> dict[str, tuple[float, float]]:
+    """Each counter with the moment it was read: a status call to a busy controller can take
+    seconds, so every rate is its own counter's change over its own readings' interval."""
+    out: dict[str, tuple[float, float]] = {}
+    out["sent"] = (sum(pool.ask("stats")), time.monotonic())
+    out["handled"] = (_heartbeats(b), time.monotonic())
+    out["raw"] = (raw.stats()["count"], time.monotonic())
+    now = time.monotonic()  # /proc reads are instant: one moment for all of them
+    for name, seconds in {
+        **_other_cpu(b, pool),
+        "controller": cpu_seconds(pid),
+        "raw_subscriber": cpu_seconds(raw.pid),
+    }.items():
+        out[f"cpu.{name}"] = (seconds, now)
+    return out
+
+
 def _steady(
     b: Bench, pool: Pool, pid: int, raw: RawSubscriber, duration: float, interval: float
 ) -> Result:
@@ -166,15 +183,8 @@ def _steady(
     p99s: list[float] = []
     p50s: list[float] = []
     rss: list[float] = []
-    sent0 = sum(pool.ask("stats"))
     hist0 = b.lag_histogram()
-    others = _other_cpu(b, pool)
-    c0, cpu0, r0, rcpu0 = (
-        _heartbeats(b),
-        cpu_seconds(pid),
-        raw.stats()["count"],
-        cpu_seconds(raw.pid),
-    )
+    before = _readings(b, pool, pid, raw)
     t0 = time.monotonic()
     failures = 0
     while time.monotonic() - t0 < duration:
@@ -188,35 +198,35 @@ def _steady(
         p50s.append(status.latencies_ms.get("heartbeat_lag_p50", float("nan")))
         p99s.append(status.latencies_ms.get("heartbeat_lag_p99", float("nan")))
     elapsed = time.monotonic() - t0
+    after = _readings(b, pool, pid, raw)
     hist1 = b.lag_histogram()
-    after = _other_cpu(b, pool)
-    others = {k: round((after[k] - v) / elapsed * 100, 1) for k, v in others.items()}
-    sent1 = sum(pool.ask("stats"))
-    c1, cpu1, r1, rcpu1 = (
-        _heartbeats(b),
-        cpu_seconds(pid),
-        raw.stats()["count"],
-        cpu_seconds(raw.pid),
-    )
-    ctrl_us = (cpu1 - cpu0) / max(1, c1 - c0) * 1e6
-    raw_us = (rcpu1 - rcpu0) / max(1, r1 - r0) * 1e6
+
+    def delta(name: str) -> float:
+        return after[name][0] - before[name][0]
+
+    def rate(name: str) -> float:
+        return delta(name) / max(1e-6, after[name][1] - before[name][1])
+
+    cpu = {k[4:]: round(rate(k) * 100, 1) for k in after if k.startswith("cpu.")}
     return {
         "steady_s": round(elapsed, 1),
         "status_calls_unanswered": failures,
         # What the generators managed to send: on a loaded box they may fall short of
         # hosts / interval, and then neither consumer can be asked for more.
-        "offered_per_s": round((sent1 - sent0) / elapsed),
-        "heartbeats_per_s": round((c1 - c0) / elapsed),
-        "raw_heartbeats_per_s": round((r1 - r0) / elapsed),
+        "offered_per_s": round(rate("sent")),
+        "heartbeats_per_s": round(rate("handled")),
+        "raw_heartbeats_per_s": round(rate("raw")),
         "lag_p50_ms_last": p50s[-1] if p50s else None,
         "lag_p99_ms_last": p99s[-1] if p99s else None,
         "lag_p99_ms_max": max(p99s, default=float("nan")),
         "lag_steady": _lag_window(hist0, hist1),
-        "controller_cpu_pct": round((cpu1 - cpu0) / elapsed * 100, 1),
+        "controller_cpu_pct": cpu.pop("controller"),
         # Where the rest of the 2 cores went (100 % = one core).
-        "cpu_pct": {**others, "raw_subscriber": round((rcpu1 - rcpu0) / elapsed * 100, 1)},
-        "controller_cpu_us_per_hb": round(ctrl_us, 1),
-        "raw_cpu_us_per_hb": round(raw_us, 1),
+        "cpu_pct": cpu,
+        "controller_cpu_us_per_hb": round(
+            delta("cpu.controller") / max(1, delta("handled")) * 1e6, 1
+        ),
+        "raw_cpu_us_per_hb": round(delta("cpu.raw_subscriber") / max(1, delta("raw")) * 1e6, 1),
         "rss_mib_max": max(rss, default=0.0),
     }
 
