@@ -132,7 +132,7 @@ def _lag_window(before: dict[str, float] | None, after: dict[str, float] | None)
     heartbeats processed in the phase, how many lagged more than 1 s (a bucket bound, so the
     p99 < 1 s goal is exactly "under 1 % over 1 s"), and the bucket bound p99 falls within.
 
-    The status p99 samples cover the last 50,000 heartbeats, so the first ones after the
+    The status p99 samples cover the last 10,000 heartbeats, so the first ones after the
     ramp still hold ramp-time lags; this window holds none."""
     if before is None or after is None:
         return {"n": 0, "over_1s": -1, "share_over_1s": float("nan"), "p99_at_most_s": "?"}
@@ -227,6 +227,13 @@ def _steady(
             delta("cpu.controller") / max(1, delta("handled")) * 1e6, 1
         ),
         "raw_cpu_us_per_hb": round(delta("cpu.raw_subscriber") / max(1, delta("raw")) * 1e6, 1),
+        # What each would manage with the same CPU: steadier than the burst's drain race,
+        # where the two consumers also compete with each other for the 2 cores.
+        "capacity_ratio": round(
+            (delta("cpu.raw_subscriber") / max(1, delta("raw")))
+            / max(1e-9, delta("cpu.controller") / max(1, delta("handled"))),
+            3,
+        ),
         "rss_mib_max": max(rss, default=0.0),
     }
 

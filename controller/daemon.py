@@ -30,7 +30,7 @@ from controller.latest import Latest
 from controller.metrics import serve_metrics
 from controller.rejects import Rejects
 from controller.service import ApiService
-from controller.state import FleetState, HostEntry, Transition, percentile
+from controller.state import FleetState, HostEntry, Transition, percentiles
 from controller.statedb import StateDB
 from controller.store import EventStore
 from controller.synth_runner import SynthesisRunner, relink
@@ -323,13 +323,13 @@ class Controller:
         return ps_page(self.state, req, self.config.page_limit)
 
     def _latencies(self) -> dict[str, float]:
-        lags = list(self.state.lags)
-        rtts = list(self.commands.round_trips_ms)
+        lag50, lag99 = percentiles(self.state.lags, 50, 99)
+        rtt50, rtt99 = percentiles(self.commands.round_trips_ms, 50, 99)
         return {
-            "heartbeat_lag_p50": round(percentile(lags, 50) * 1000, 2),
-            "heartbeat_lag_p99": round(percentile(lags, 99) * 1000, 2),
-            "command_round_trip_p50": round(percentile(rtts, 50), 2),
-            "command_round_trip_p99": round(percentile(rtts, 99), 2),
+            "heartbeat_lag_p50": round(lag50 * 1000, 2),
+            "heartbeat_lag_p99": round(lag99 * 1000, 2),
+            "command_round_trip_p50": round(rtt50, 2),
+            "command_round_trip_p99": round(rtt99, 2),
         }
 
     async def _status(self, _req: StatusRequest) -> StatusReply:

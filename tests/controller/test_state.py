@@ -8,7 +8,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.state import FleetState
+from controller.state import FleetState, percentiles
 from controller.statedb import StateDB
 from controller.views import ps_page
 from protocol.api import Flag, HostState, PsRequest
@@ -350,3 +350,10 @@ def test_problem_pages_walk_only_problem_hosts() -> None:
         seen += [r.host for r in page.rows]
         cursor, pages = page.next_cursor, pages + 1
     assert seen == ["h007", "h207", "h407"] and pages == 3
+
+
+def test_percentiles_nearest_rank_in_one_sort() -> None:
+    values = [float(v) for v in range(100, 0, -1)]  # unsorted on purpose
+    assert percentiles(values, 50, 99, 100) == [50.0, 99.0, 100.0]
+    assert percentiles([7.0], 1, 99) == [7.0, 7.0]
+    assert percentiles([], 50, 99) == [0.0, 0.0]
