@@ -213,10 +213,9 @@ class Ingest:
         await ensure_consumer(nc.jetstream(), tenant)
         pull = BatchPull(nc, stream, DURABLE)
         await pull.start()
-        # Three stages, each a task, so the writer thread never waits on the event loop:
-        # fetch and decode the next batch | insert this one (a worker thread; SQLite releases
-        # the GIL) | hand the one before to synthesis and ack it. Acks stay in stream order,
-        # as AckPolicy.ALL needs: acking a message acks every one before it.
+        # Three stages, each a task, so one batch's insert (a worker thread) overlaps the
+        # fetch and decode of the next and the synthesis and ack of the one before. Acks stay
+        # in stream order, as AckPolicy.ALL needs: acking a message acks every one before it.
         fetched_in, fetched = anyio.create_memory_object_stream[tuple[list[Msg], Decoded]](1)
         stored_in, stored = anyio.create_memory_object_stream[Stored](1)
         try:
