@@ -65,8 +65,7 @@ class SynthesisRunner:
                 if working is None:
                     working = self._working[(hb.tenant, hb.host)] = set()
                 working.add(snap.name)
-                last, since = snap.last_output_at, snap.state_since
-                mark = since if last is None else last if since is None or last > since else since
+                mark = _later(snap.last_output_at, snap.state_since)
                 if mark is None or now - mark <= stale_after:
                     continue  # not silent long enough for the stale rule to decide anything
             elif working and snap.name in working:
@@ -95,6 +94,13 @@ class SynthesisRunner:
                 log.warning("cannot publish synthesized %s: %s", key, exc)
         if links:
             await anyio.to_thread.run_sync(apply_links, self.store, links)
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    """The later of two times either of which may be unknown."""
+    if a is None or (b is not None and b > a):
+        return b
+    return a
 
 
 def apply_links(store: EventStore, links: Sequence[LinkRequest]) -> int:
