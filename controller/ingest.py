@@ -29,7 +29,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
-from controller.pull import BatchPull
+from controller.pull import BatchPull, stream_position
 from controller.store import EventStore
 from protocol import DecodeError, decode, subjects
 from protocol.emission import excerpt
@@ -160,15 +160,12 @@ def event_from_message(
     received_at: float,
 ) -> Event:
     try:
-        where = subjects.parse(subject)
         event = decode(data, Event)
-        if (event.tenant, event.host, event.session) != (where.tenant, where.host, where.session):
-            raise DecodeError(
-                f"body names {event.tenant}/{event.host}/{event.session}, the subject "
-                f"{where.tenant}/{where.host}/{where.session}"
-            )
-        if where.event_type != subjects.event_type_token(event.event_type):
-            raise DecodeError(f"subject type {where.event_type!r} but body {event.event_type!r}")
+        # Decoded first, the subject compared after (cheap); parsing only explains a mismatch.
+        if not subjects.names_event(
+            subject, event.tenant, event.host, event.session, event.event_type
+        ):
+            raise DecodeError(_mismatch(subject, event))
         msg_id = (headers or {}).get("Nats-Msg-Id")
         if (
             event.seq > 0
@@ -180,6 +177,16 @@ def event_from_message(
     except (subjects.SubjectError, DecodeError, ValueError) as exc:
         bad = invalid_event(subject, stream_seq, stream, data, str(exc))
         return msgspec.structs.replace(bad, ts=received_at)
+
+
+def _mismatch(subject: str, event: Event) -> str:
+    where = subjects.parse(subject)  # a SubjectError says what is wrong with the subject
+    if (event.tenant, event.host, event.session) != (where.tenant, where.host, where.session):
+        return (
+            f"body names {event.tenant}/{event.host}/{event.session}, the subject "
+            f"{where.tenant}/{where.host}/{where.session}"
+        )
+    return f"subject type {where.event_type!r} but body {event.event_type!r}"
 
 
 Decoded = tuple[list[Event], list[float]]
@@ -237,7 +244,7 @@ class Ingest:
             while True:
                 try:
                     msgs = await pull.fetch(FETCH_BATCH, FETCH_WAIT_S)
-                    first = msgs[0].metadata.sequence.consumer if msgs else expected
+                    first = stream_position(msgs[0])[1] if msgs else expected
                     if expected and first != expected:
                         # Deliveries we never saw (lost in a reconnect): acking past them
                         # would ack them unread. This batch comes again after the floor.
@@ -245,7 +252,7 @@ class Ingest:
                         expected = 0
                         continue
                     if msgs:
-                        expected = msgs[-1].metadata.sequence.consumer + 1
+                        expected = stream_position(msgs[-1])[1] + 1
                 except Exception as exc:  # disconnected, consumer gone: wait and retry
                     log.warning(
                         "fetching events for %s failed: %s", tenant, exc or type(exc).__name__
@@ -288,11 +295,10 @@ class Ingest:
         events = []
         stamps = []
         for msg in msgs:
-            meta = msg.metadata
-            received = meta.timestamp.timestamp() if meta.timestamp else 0.0
+            stream_seq, _, received = stream_position(msg)
             stamps.append(received)
             event = event_from_message(
-                msg.subject, msg.data, msg.headers, stream, meta.sequence.stream, received
+                msg.subject, msg.data, msg.headers, stream, stream_seq, received
             )
             if event.event_type == "validation_error" and event.provenance == "controller ingest":
                 self.count("invalid_events")
@@ -337,15 +343,14 @@ async def replay(js: JetStreamContext, tenant: str) -> tuple[list[Event], list[f
             except NatsTimeoutError:
                 break
             for msg in msgs:
-                meta = msg.metadata
-                received = meta.timestamp.timestamp() if meta.timestamp else 0.0
+                stream_seq, _, received = stream_position(msg)
                 events.append(
                     event_from_message(
-                        msg.subject, msg.data, msg.headers, stream, meta.sequence.stream, received
+                        msg.subject, msg.data, msg.headers, stream, stream_seq, received
                     )
                 )
                 stamps.append(received)
-                if meta.sequence.stream >= last:
+                if stream_seq >= last:
                     done = True
     finally:
         await psub.unsubscribe()

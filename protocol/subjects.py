@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from enum import Enum
+from functools import lru_cache
 
 from msgspec import Struct
 
@@ -49,6 +50,7 @@ class Subject(Struct, frozen=True):
     event_type: str | None = None
 
 
+@lru_cache(maxsize=4096)  # a fleet uses a few dozen types; every stored event asks
 def event_type_token(event_type: str) -> str:
     token = _EVENT_TYPE_TOKEN.sub("_", event_type)[:64]
     return token or "unknown"
@@ -127,6 +129,13 @@ def names_host(subject: str, kind: Kind, tenant: str, host: str) -> bool:
     for every heartbeat (0.7 µs, against 5 µs for ``parse``).
     """
     return subject == f"{ROOT}.{tenant}.{kind.value}.{host}"
+
+
+def names_event(subject: str, tenant: str, host: str, session: str, event_type: str) -> bool:
+    """Whether ``subject`` is exactly the event subject of this session and type; like
+    ``names_host``, for ids a decoder has already validated."""
+    token = event_type_token(event_type)
+    return subject == f"{ROOT}.{tenant}.{Kind.EVT.value}.{host}.{session}.{token}"
 
 
 def parse(subject: str) -> Subject:

@@ -11,7 +11,7 @@ import nats
 
 from controller.ingest import DURABLE, StreamSettings, ensure_consumer, ensure_stream
 from controller.nats_embedded import EmbeddedNats
-from controller.pull import BatchPull
+from controller.pull import BatchPull, stream_position
 from protocol import subjects
 
 
@@ -31,6 +31,11 @@ def test_unacked_deliveries_come_first_to_the_next_controller(nats_server: Embed
         with anyio.fail_after(10):
             got = await first.fetch(4, 1.0)
             assert [m.data for m in got] == [b"0", b"1", b"2", b"3"]
+            for m in got:  # read from the ack subject, as nats-py's metadata says
+                seq, delivery, stamp = stream_position(m)
+                assert (seq, delivery) == (m.metadata.sequence.stream, m.metadata.sequence.consumer)
+                assert m.metadata.timestamp is not None
+                assert abs(stamp - m.metadata.timestamp.timestamp()) <= 1e-6
             await got[-1].ack()  # acks 0..3
             got = await first.fetch(3, 1.0)
             assert [m.data for m in got] == [b"4", b"5", b"6"]  # delivered, never acked
