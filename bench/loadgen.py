@@ -13,6 +13,7 @@ import asyncio
 import heapq
 import multiprocessing as mp
 import random
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -42,6 +43,11 @@ class GenSpec:
     seed: int = 0
 
 
+# Stand-ins that cannot occur in a real heartbeat, encoded once per host and replaced per beat.
+_SEQ, _SENT, _OUTPUT = -7_777_777_777, 1.2345678901234567e-300, 9.876543210987654e-300
+_MARKS = re.compile(b"|".join(re.escape(msgspec.json.encode(v)) for v in (_SEQ, _SENT, _OUTPUT)))
+
+
 @dataclass
 class SimHost:
     tenant: str
@@ -52,27 +58,58 @@ class SimHost:
     evt_seq: int = 0
     alive: bool = True
     last_sent: float = 0.0
+    _subject: str = ""
+    _template: list[bytes] = field(default_factory=list)  # text, mark, text, mark, ..., text
+    _interval: float = 0.0
 
     def heartbeat(self, interval_s: float) -> tuple[str, bytes]:
+        """The next heartbeat, as `encode(Heartbeat(...))` would give it: the host's heartbeat
+        is encoded once with stand-ins for seq and times, which each beat replaces. Encoding
+        10 sessions afresh cost the generators 68 µs of CPU per heartbeat, as much as the raw
+        subscriber spends decoding one, taken from the system under test on 2 cores."""
+        if not self._template or interval_s != self._interval:
+            self._build(interval_s)
         self.seq += 1
         now = time.time()
         self.last_sent = now
-        # Working sessions keep printing: their last output is now (so nothing is stale).
+        seq, stamp = msgspec.json.encode(self.seq), msgspec.json.encode(now)
+        parts = self._template
+        out = [parts[0]]
+        for k in range(1, len(parts), 2):
+            out.append(seq if parts[k] == _SEQ_BYTES else stamp)
+            out.append(parts[k + 1])
+        return self._subject, b"".join(out)
+
+    def _build(self, interval_s: float) -> None:
+        # Working sessions keep printing: their last output is the beat's time (never stale).
         snaps = [
-            msgspec.structs.replace(s, last_output_at=now) if s.state is SessionState.WORKING else s
+            msgspec.structs.replace(s, last_output_at=_OUTPUT)
+            if s.state is SessionState.WORKING
+            else s
             for s in self.sessions
         ]
         hb = Heartbeat(
             tenant=self.tenant,
             host=self.host,
             boot_id=self.boot,
-            seq=self.seq,
-            sent_at=now,
+            seq=_SEQ,
+            sent_at=_SENT,
             interval_s=interval_s,
             agent_version=AGENT_VERSION,
             sessions=snaps,
         )
-        return subjects.heartbeat(self.tenant, self.host), encode(hb)
+        data = encode(hb)
+        parts: list[bytes] = []
+        at = 0
+        for mark in _MARKS.finditer(data):
+            parts += [data[at : mark.start()], mark.group()]
+            at = mark.end()
+        self._template = [*parts, data[at:]]
+        self._subject = subjects.heartbeat(self.tenant, self.host)
+        self._interval = interval_s
+
+
+_SEQ_BYTES = msgspec.json.encode(_SEQ)
 
 
 @dataclass
