@@ -217,7 +217,8 @@ class Ingest:
 
     async def _consume(self, nc: Client, tenant: str, pause: anyio.Lock) -> None:
         stream = subjects.event_stream_name(tenant)
-        await ensure_consumer(nc.jetstream(), tenant)
+        js = nc.jetstream()
+        await ensure_consumer(js, tenant)
         pull = BatchPull(nc, stream, DURABLE)
         await pull.start()
         # Three stages, each a task, so one batch's insert (a worker thread) overlaps the
@@ -227,7 +228,7 @@ class Ingest:
         stored_in, stored = anyio.create_memory_object_stream[Stored](1)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._fetch, pull, nc.jetstream(), tenant, stream, fetched_in)
+                tg.start_soon(self._fetch, pull, js, tenant, stream, fetched_in)
                 tg.start_soon(self._store_all, fetched, stored_in, tenant, pause)
                 async with stored:
                     async for msgs, events, ids in stored:

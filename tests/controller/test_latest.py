@@ -21,20 +21,23 @@ async def test_newest_per_subject_in_order_of_first_arrival() -> None:
         await latest.park(msg(subject, data))
     assert len(latest) == 3 and latest.superseded == 2
     seen: list[tuple[str, bytes]] = []
-    done = anyio.Event()
+    first_three, done = anyio.Event(), anyio.Event()
 
     async def handle(m: Msg) -> None:
         seen.append((m.subject, m.data))
         if m.subject == "b":
             raise ValueError("a broken message")  # logged, the next ones still handled
+        if len(seen) == 3:
+            first_three.set()
         if len(seen) == 4:
             done.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(latest.run, handle)
-        await anyio.sleep(0.05)
-        await latest.park(msg("d", b"1"))  # parked while the runner waits: wakes it
         with anyio.fail_after(5):
+            await first_three.wait()
+            assert len(latest) == 0  # all served: the runner waits for the next park
+            await latest.park(msg("d", b"1"))
             await done.wait()
         tg.cancel_scope.cancel()
     assert seen == [("a", b"3"), ("b", b"1"), ("c", b"1"), ("d", b"1")]
