@@ -28,7 +28,6 @@ CONTROL_ACCOUNT = "CONTROL"
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 
-
 class JetStreamLimits(msgspec.Struct, frozen=True, kw_only=True):
     """Per tenant account: what its streams and consumers may use, in total."""
 

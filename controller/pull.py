@@ -31,11 +31,12 @@ HEARTBEAT = "100"
 def stream_position(msg: Msg) -> tuple[int, int, float]:
     """(stream seq, consumer delivery seq, stored-at unix time) of a JetStream message, read
     from its ack subject: nats-py's ``msg.metadata`` builds a dataclass and a datetime per
-    message (4 % of the event loop at full ingest). Times are rounded to the microsecond,
-    as that datetime did, so live ingest and rebuild store the same rows."""
+    message (4 % of the event loop at full ingest). Times are rounded to the microsecond in
+    integers (that datetime rounds ns / 1e9 as a float, so it may differ by 1 µs); live
+    ingest and rebuild both read positions here, so they store the same rows."""
     tokens = (msg.reply or "").split(".")
     if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>
-        return int(tokens[5]), int(tokens[6]), round(int(tokens[7]) / 1000) / 1_000_000
+        return int(tokens[5]), int(tokens[6]), (int(tokens[7]) + 500) // 1000 / 1_000_000
     meta = msg.metadata  # the longer form with domain and account hash
     stamp = meta.timestamp.timestamp() if meta.timestamp else 0.0
     return meta.sequence.stream, meta.sequence.consumer, stamp

@@ -164,17 +164,17 @@ def test_extra_dir_overrides_and_extends(tmp_path: Path) -> None:
     [
         ("process_patterns = [", "cannot read TOML"),
         ('process_patterns = ["("]', "process_patterns[0]: bad regex"),
-        ('process_patterns = []\n[[rules.busy]]\nname = "spin"\npattern = "[x"',
-         "rules.busy 'spin': bad regex"),
-        ('process_patterns = []\n[rules]\nbottom_line = 3', "unknown field `bottom_line`"),
-        ('process_patterns = []\n[rules]\nbottom_lines = 0', "bottom_lines"),
+        (
+            'process_patterns = []\n[[rules.busy]]\nname = "spin"\npattern = "[x"',
+            "rules.busy 'spin': bad regex",
+        ),
+        ("process_patterns = []\n[rules]\nbottom_line = 3", "unknown field `bottom_line`"),
+        ("process_patterns = []\n[rules]\nbottom_lines = 0", "bottom_lines"),
         ('name = "other"\nprocess_patterns = []', "does not match the file name"),
         ("interactive = true", "process_patterns"),
     ],
 )
-def test_bad_specs_are_refused_naming_the_file(
-    tmp_path: Path, text: str, complaint: str
-) -> None:
+def test_bad_specs_are_refused_naming_the_file(tmp_path: Path, text: str, complaint: str) -> None:
     (tmp_path / "mine.toml").write_text(text)
     with pytest.raises(RuntimeSpecError) as info:
         load_runtimes(tmp_path)
@@ -201,8 +201,10 @@ PY = "/home/dev/project/.venv/bin/python"
         (["/home/dev/.local/bin/claude"], "claude"),
         (["bash", "node /usr/lib/node_modules/@anthropic-ai/claude-code/cli.js"], "claude"),
         (["claude", "/bin/bash -c -l npm test", "node jest"], "claude"),  # its tool shells
-        (["zsh", "node /usr/local/bin/codex", "/usr/lib/codex/codex-x86_64-unknown-linux-musl"],
-         "codex"),
+        (
+            ["zsh", "node /usr/local/bin/codex", "/usr/lib/codex/codex-x86_64-unknown-linux-musl"],
+            "codex",
+        ),
         (["codex --yolo"], "codex"),
         (["bash", "pi --model sonnet"], "pi"),
         (["node /usr/local/lib/node_modules/@mariozechner/pi-coding-agent/dist/cli.js"], "pi"),

@@ -86,8 +86,19 @@ def stub_pane() -> Iterator[Callable[..., StubPane]]:
         pane = StubPane(f"afstub-{os.getpid()}-{secrets.token_hex(4)}")
         panes.append(pane)
         pane.tmux(
-            "new-session", "-d", "-s", "stub", "-x", "100", "-y", "40",
-            "-e", f"PYTHONPATH={REPO}", sys.executable, *launch, *args,
+            "new-session",
+            "-d",
+            "-s",
+            "stub",
+            "-x",
+            "100",
+            "-y",
+            "40",
+            "-e",
+            f"PYTHONPATH={REPO}",
+            sys.executable,
+            *launch,
+            *args,
         )
         pane.socket_path = pane.fmt("#{socket_path}")
         # Keep the pane after the stub exits, to read its exit status.
@@ -134,7 +145,10 @@ def test_a_run_in_tmux_shows_progress_result_and_emissions(stub_pane) -> None:
 
     events = blocks(pane.history())
     assert [e["event_type"] for e in events] == [
-        "run.started", "tool_call", "tool_result", "run.completed",
+        "run.started",
+        "tool_call",
+        "tool_result",
+        "run.completed",
     ]
     run_id = events[0]["payload"]["run_id"]
     assert events[0]["payload"]["prompt"] == "hello world"
@@ -164,8 +178,13 @@ def test_the_raw_pane_stream_parses_as_the_emission_contract(stub_pane, tmp_path
     results = parser.feed(raw.read_text(), 0.0) + parser.close()
     assert all(isinstance(r, Emitted) and "_notes" not in r.payload for r in results), results
     assert [r.event_type for r in results if isinstance(r, Emitted)] == [
-        "run.started", "tool_call", "tool_result", "run.completed",
-        "run.started", "tool_call", "run.cancelled",
+        "run.started",
+        "tool_call",
+        "tool_result",
+        "run.completed",
+        "run.started",
+        "tool_call",
+        "run.cancelled",
     ]
 
 
@@ -270,7 +289,12 @@ def run_piped(*args: str, stdin: str, env: dict[str, str] | None = None) -> str:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     done = subprocess.run(
         [sys.executable, "-m", "agent.stub", "--work-seconds", "0", *args],
-        input=stdin, capture_output=True, text=True, timeout=30, env=full_env, check=True,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=full_env,
+        check=True,
     )
     assert "\x1b" not in done.stdout
     return done.stdout
@@ -339,8 +363,12 @@ def test_environment_configures_the_stub_and_flags_win() -> None:
 @pytest.mark.parametrize("args", [["--steps", "0"], ["--emit", "bogus"], ["--work-seconds", "x"]])
 def test_bad_options_exit_2(args: list[str]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "agent.stub", *args], capture_output=True, text=True,
-        timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "agent.stub", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 2
     assert "error: argument" in done.stderr

@@ -108,6 +108,7 @@ def test_emitted_events_are_searchable(fleet: Fleet, tmux_socket: str) -> None:
     fleet.start_agent(config)
     wait_for(lambda: (config.state_path / "logs" / "coder.log").exists(), what="capture on")
     send_prompts(tmux_socket, "coder", ["polish the zeppelin"])
+
     def found_run() -> list[dict[str, Any]] | None:
         result = fleet.cli("events", "search", "zeppelin", "--tenant", tenant, "--json")
         events = [json.loads(line) for line in result.stdout.splitlines()]
