@@ -10,7 +10,7 @@ import platformdirs
 
 from agent.natsconn import NatsSettings
 from agent.tomlout import dump_struct
-from controller.ingest import StreamSettings
+from controller.streams import StreamSettings
 from controller.synthesis import SynthesisConfig
 from protocol.ids import IdError, validate_tenant
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
 
 import anyio
 from nats.aio.client import Client
@@ -26,18 +25,20 @@ from controller.commands import CommandRouter
 from controller.config import ControllerConfig
 from controller.events_api import EventsApi
 from controller.ingest import Ingest, replay
+from controller.intake import intake
 from controller.latest import Latest
 from controller.metrics import serve_metrics
+from controller.persister import Persister
 from controller.rejects import Rejects
 from controller.service import ApiService
-from controller.state import FleetState, HostEntry, Transition, percentiles
+from controller.state import FleetState, Transition, percentiles
 from controller.statedb import StateDB
 from controller.store import EventStore
 from controller.synth_runner import SynthesisRunner, relink
 from controller.translog import HostChangeLog
 from controller.views import ps_page
 from controller.watch_relay import WatchRelay
-from protocol import DecodeError, decode, subjects
+from protocol import subjects
 from protocol.api import PsReply, PsRequest, StatusReply, StatusRequest
 from protocol.commands import CommandRequest
 from protocol.events import Event
@@ -50,25 +51,10 @@ from protocol.events_api import (
 )
 from protocol.heartbeat import Heartbeat
 from protocol.lifecycle import Lifecycle
-from protocol.limits import PAYLOAD_LIMITS
-from protocol.subjects import SubjectError
 
 log = logging.getLogger(__name__)
 
-# Each host's full snapshot is written at least this often; state changes are written at once.
-SNAPSHOT_PERSIST_S = 60.0
 SHUTDOWN_STEP_S = 5.0
-
-
-M = TypeVar("M", Heartbeat, Lifecycle)
-
-
-def _mismatch(subject: str, tenant: str, host: str) -> str:
-    try:
-        where = subjects.parse(subject)
-    except SubjectError as exc:
-        return str(exc)
-    return f"body says {tenant}/{host} but the subject {where.tenant}/{where.host}"
 
 
 class Controller:
@@ -79,6 +65,7 @@ class Controller:
         self.nc: Client | None = None  # the API connection
         self.tenant_nc: dict[str, Client] = {}  # one per tenant account (or self.nc for all)
         self.db = StateDB(config.data_path / "fleet.db")
+        self.persister = Persister(self.db, config.persist_interval_s)
         self.api = ApiService(config.api_queue)
         self.api.route("ps", PsRequest, self._ps)
         self.api.route("status", StatusRequest, self._status)
@@ -110,10 +97,8 @@ class Controller:
         report_api.register(self)
         self.started_at = time.time()
         self._subs: list[Subscription] = []
-        self._pending_transitions: list[Transition] = []
         self.changes = HostChangeLog(log)
         self.heartbeats = Latest()
-        self._roll = 0
 
     # -- life -------------------------------------------------------------------------------
     async def serve(self, install_signal_handlers: bool = True) -> None:
@@ -182,7 +167,7 @@ class Controller:
                 await tg.start(serve_metrics, self.metrics, self.config.metrics_addr)
             tg.start_soon(self.heartbeats.run, self._on_heartbeat)
             tg.start_soon(self._liveness_loop)
-            tg.start_soon(self._persist_loop)
+            tg.start_soon(self.persister.run, lambda: self.state)
             tg.start_soon(self.ingest.run, dict(self.tenant_nc), self.ingest_lock)
             await self.flags.should_exit.wait()
             tg.cancel_scope.cancel()
@@ -197,7 +182,7 @@ class Controller:
         self._subs.clear()
         self.changes.flush()
         if self.db.is_open:
-            self._persist(everything=True)
+            self.persister.persist(self.state, everything=True)
         nc, self.nc = self.nc, None
         own = [c for c in self.tenant_nc.values() if c is not nc]
         self.tenant_nc.clear()
@@ -211,7 +196,7 @@ class Controller:
 
     # -- intake -----------------------------------------------------------------------------
     async def _on_heartbeat(self, msg: Msg) -> None:
-        hb = await self._intake(msg, subjects.Kind.HB, Heartbeat)
+        hb = await intake(msg, subjects.Kind.HB, Heartbeat, self.rejects)
         if hb is None:
             return
         self.metrics.observe_heartbeat(time.time() - hb.sent_at)
@@ -221,39 +206,17 @@ class Controller:
             await self.synthesis.emit(made)
 
     async def _on_lifecycle(self, msg: Msg) -> None:
-        lc = await self._intake(msg, subjects.Kind.LC, Lifecycle)
+        lc = await intake(msg, subjects.Kind.LC, Lifecycle, self.rejects)
         if lc is None:
             return
         self.changes.notice(lc)
         self._record(self.state.on_lifecycle(lc))
 
-    async def _intake(self, msg: Msg, kind: subjects.Kind, message: type[M]) -> M | None:
-        """The heartbeat or notice in ``msg``, if it is valid and its subject names the host
-        its body names; otherwise refused (counted, logged, an event) and None.
-
-        Decoded first and the subject compared after: the cheap order for the message that
-        arrives 10,000 times a second; ``parse`` only explains a mismatch.
-        """
-        data, reason = msg.data, ""
-        if len(data) > PAYLOAD_LIMITS[kind]:
-            reason = f"{len(data)} bytes, over the limit"
-        else:
-            try:
-                body = decode(data, message)
-            except DecodeError as exc:
-                reason = str(exc)
-            else:
-                if subjects.names_host(msg.subject, kind, body.tenant, body.host):
-                    return body
-                reason = _mismatch(msg.subject, body.tenant, body.host)
-        await self.rejects.reject(msg.subject, data, kind.value, reason)
-        return None
-
     def _record(self, transition: Transition | None) -> None:
         if transition is None:
             return
         self.metrics.observe_transition(transition)
-        self._pending_transitions.append(transition)
+        self.persister.record(transition)
         self.changes.transition(transition)
 
     # -- loops ------------------------------------------------------------------------------
@@ -266,34 +229,6 @@ class Controller:
             if self.commands.relay is not None:
                 await self.commands.relay.expire()
             await self.synthesis.tick()
-
-    async def _persist_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.config.persist_interval_s)
-            try:
-                await anyio.to_thread.run_sync(self._persist)
-            except Exception:
-                log.exception("persisting fleet state failed")
-
-    def _persist(self, everything: bool = False) -> None:
-        # Runs in a worker thread: it reads entries the loop may replace fields of, which is
-        # safe under the GIL (fields are reassigned, never mutated in place).
-        state = self.state
-        keys, state.dirty = state.dirty, set()
-        ordered = list(state.sorted_keys())
-        if everything:
-            keys.update(ordered)
-        elif ordered:
-            # A rolling slice, so every host's snapshot is rewritten every SNAPSHOT_PERSIST_S.
-            share = len(ordered) * self.config.persist_interval_s / SNAPSHOT_PERSIST_S
-            count = max(1, int(share))
-            for _ in range(min(count, len(ordered))):
-                keys.add(ordered[self._roll % len(ordered)])
-                self._roll += 1
-        entries: list[HostEntry] = [state.hosts[k] for k in keys if k in state.hosts]
-        transitions, self._pending_transitions = self._pending_transitions, []
-        if entries or transitions:
-            self.db.save(entries, transitions)
 
     # -- events -----------------------------------------------------------------------------
     async def _on_stored(self, events: Sequence[Event], ids: Sequence[int | None]) -> None:

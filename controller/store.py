@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
+from controller.store_insert import add_link, default_idempotency_key, insert_batch, insert_event
 from controller.store_query import (
     SeqGap,
     StoredEvent,
@@ -37,9 +38,6 @@ from controller.store_schema import (
     LINK_COLUMNS,
     SchemaVersionError,
     StoreError,
-    add_link,
-    default_idempotency_key,
-    insert_event,
     migrate,
 )
 from protocol.events import Event, LinkType
@@ -161,10 +159,7 @@ class EventStore:
         else:
             stamps = received_at
         with self._write() as conn:
-            return [
-                insert_event(conn, event, float(stamp))
-                for event, stamp in zip(events, stamps, strict=True)
-            ]
+            return insert_batch(conn, events, stamps)
 
     def rebuild(
         self, events: Iterable[Event], received_at: float | Callable[[Event], float]

@@ -4,18 +4,16 @@ Each entry of ``MIGRATIONS`` moves the database from version ``i`` to ``i + 1`` 
 its own transaction together with the version bump, so a crash mid-migration leaves the
 file at the old version, never half-migrated. Append new steps; never edit a shipped one.
 
-The write path (``insert_event``, ``add_link``) lives here too, next to the tables it fills;
-``controller.store`` owns the connections and transactions around it.
+The write path that fills these tables is ``controller.store_insert``; ``controller.store``
+owns the connections and transactions around it.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Final
+from typing import Final
 
-import msgspec
-
-from protocol.events import Event, LinkType, Severity, SourceKind
+from protocol.events import LinkType
 
 
 class StoreError(Exception):
@@ -175,123 +173,9 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-# -- the write path ----------------------------------------------------------------------
-
 EVENT_COLUMNS: Final = (
     "id, tenant, host, session, boot_id, seq, ts, received_at, event_type, summary, tags, "
     "payload_json, severity, confidence, provenance, source_kind, idempotency_key, dedupe_key, "
     "attention_candidate, operator_action_required, risk_detected, artifact_refs, run_id"
 )
 LINK_COLUMNS: Final = "from_event, to_event, type, created_by_event, created_at"
-
-_encode = msgspec.json.Encoder().encode
-
-# ON CONFLICT DO NOTHING rather than INSERT OR IGNORE: OR IGNORE also swallows NOT NULL and
-# CHECK violations, which would make a malformed row look like a harmless duplicate.
-_INSERT_EVENT: Final = f"""
-INSERT INTO events ({EVENT_COLUMNS.removeprefix("id, ")})
-VALUES ({", ".join("?" * 22)})
-ON CONFLICT DO NOTHING
-"""
-
-_BUMP_BOOT: Final = """
-INSERT INTO boot_seqs (tenant, host, boot_id, min_seq, max_seq, stored)
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (tenant, host, boot_id) DO UPDATE SET
-    min_seq = min(min_seq, excluded.min_seq),
-    max_seq = max(max_seq, excluded.max_seq),
-    stored = stored + excluded.stored
-"""
-
-
-def default_idempotency_key(event: Event) -> str:
-    """The key of an event that brings none: its Nats-Msg-Id, ``<host>:<boot_id>:<seq>``.
-
-    Using the message id means anything that knows where an event was published can link
-    to it. Ids cannot contain ':', so these keys cannot collide with one another.
-    """
-    return f"{event.host}:{event.boot_id}:{event.seq}"
-
-
-def insert_event(conn: sqlite3.Connection, event: Event, received_at: float) -> int | None:
-    """Insert one event inside the caller's transaction; its row id, or None if a duplicate."""
-    key = event.idempotency_key or default_idempotency_key(event)
-    cursor = conn.execute(_INSERT_EVENT, _event_params(event, key, received_at))
-    if cursor.rowcount != 1:
-        return None
-    event_id = cursor.lastrowid
-    assert event_id is not None  # a successful single-row INSERT always sets it
-    # The unique (tenant, host, boot_id, seq) makes every row reaching here a distinct seq,
-    # so a plain +1 keeps boot_seqs.stored a count of distinct seqs.
-    counted = 1 if event.seq >= 1 else 0
-    conn.execute(
-        _BUMP_BOOT, (event.tenant, event.host, event.boot_id, event.seq, event.seq, counted)
-    )
-    for link in event.links:
-        # LinkType(...): Structs built in-process (not decoded) are not validated by msgspec.
-        link_type = LinkType(link.type)
-        row = conn.execute(
-            "SELECT id FROM events WHERE tenant = ? AND idempotency_key = ?",
-            (event.tenant, link.target),
-        ).fetchone()
-        if row is not None:
-            add_link(conn, event_id, row[0], link_type, event_id, received_at)
-        else:
-            conn.execute(
-                "INSERT INTO pending_links (tenant, from_event, to_key, type, "
-                "created_by_event, created_at) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                (event.tenant, event_id, link.target, link_type.value, event_id, received_at),
-            )
-    # Links that named this event before it arrived (late arrival is normal). They keep
-    # their original created_at, so the order of arrival does not change the row.
-    waiting = conn.execute(
-        "DELETE FROM pending_links WHERE tenant = ? AND to_key = ? "
-        "RETURNING from_event, type, created_by_event, created_at",
-        (event.tenant, key),
-    ).fetchall()
-    for from_event, link_type, created_by, created_at in waiting:
-        add_link(conn, from_event, event_id, LinkType(link_type), created_by, created_at)
-    return event_id
-
-
-def add_link(
-    conn: sqlite3.Connection,
-    from_id: int,
-    to_id: int,
-    link_type: LinkType,
-    created_by: int | None,
-    created_at: float,
-) -> bool:
-    cursor = conn.execute(
-        f"INSERT INTO event_links ({LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (from_id, to_id, link_type.value, created_by, created_at),
-    )
-    return cursor.rowcount == 1
-
-
-def _event_params(event: Event, key: str, received_at: float) -> tuple[Any, ...]:
-    return (
-        event.tenant,
-        event.host,
-        event.session,
-        event.boot_id,
-        event.seq,
-        event.ts,
-        received_at,
-        event.event_type,
-        event.summary,
-        _encode(event.tags).decode(),
-        _encode(event.payload).decode(),
-        Severity(event.severity).value,
-        event.confidence,
-        event.provenance,
-        SourceKind(event.source_kind).value,
-        key,
-        event.dedupe_key,
-        int(event.attention_candidate),
-        int(event.operator_action_required),
-        int(event.risk_detected),
-        _encode(event.artifact_refs).decode(),
-        event.run_id,
-    )

@@ -23,7 +23,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from controller.store_schema import default_idempotency_key
+from controller.store_insert import default_idempotency_key
 from protocol.events import Event, EventLink, LinkType, Severity, SourceKind
 
 SYNTH_PREFIX: Final = "synth:"

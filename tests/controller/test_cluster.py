@@ -19,8 +19,8 @@ import pytest
 
 from agent.natsconn import NatsSettings
 from conftest import BIN, Fleet, wait_for
-from controller.ingest import StreamSettings
 from controller.nats_embedded import EmbeddedNats, free_port
+from controller.streams import StreamSettings
 from protocol import subjects
 from test_events_delivery import (
     EVENTS_PER_RUN,

@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from conftest import wait_for
-from controller.ingest import StreamSettings, ensure_stream, replay
+from controller.ingest import replay
 from controller.nats_embedded import EmbeddedNats
 from controller.natsconfig import (
     TlsOptions,
@@ -32,6 +32,7 @@ from controller.natsconfig import (
     include_directive,
     render_tls,
 )
+from controller.streams import StreamSettings, ensure_stream
 from controller.tenancy import CLI_USER, TenancyStore, new_user_seed, reload_server
 from protocol import subjects
 

@@ -1,0 +1,74 @@
+"""What reaches SQLite when: changed hosts at once, every other host on a rolling slice that
+covers the fleet within SNAPSHOT_PERSIST_S, everything at shutdown (real StateDB files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.persister import SNAPSHOT_PERSIST_S, Persister
+from controller.state import FleetState
+from controller.statedb import StateDB
+from protocol.heartbeat import Heartbeat
+
+
+def hb(host: str, seq: int, boot: str = "b1") -> Heartbeat:
+    return Heartbeat(
+        tenant="acme",
+        host=host,
+        boot_id=boot,
+        seq=seq,
+        sent_at=0.0,
+        interval_s=5.0,
+        agent_version="t",
+        sessions=[],
+    )
+
+
+def stored_seqs(db: StateDB) -> dict[str, int]:
+    return {entry.host: entry.seq for entry in db.load_hosts()}
+
+
+def test_changed_hosts_at_once_the_rest_on_a_rolling_slice(tmp_path: Path) -> None:
+    state = FleetState(grace_s=15.0)
+    db = StateDB(tmp_path / "fleet.db")
+    db.open()
+    interval = 10.0
+    persister = Persister(db, interval)
+    hosts = [f"h{i:02d}" for i in range(12)]
+    for host in hosts:
+        state.on_heartbeat(hb(host=host, seq=1))
+    persister.persist(state)  # new hosts are news: all written now
+    assert stored_seqs(db) == dict.fromkeys(hosts, 1)
+
+    for host in hosts:
+        state.on_heartbeat(hb(host=host, seq=2))  # routine beats: nothing changed
+    assert not state.dirty
+    calls = round(SNAPSHOT_PERSIST_S / interval)
+    per_call = len(hosts) // calls
+    for done in range(1, calls + 1):
+        persister.persist(state)
+        fresh = [h for h, seq in stored_seqs(db).items() if seq == 2]
+        assert len(fresh) == min(len(hosts), done * per_call)
+    assert stored_seqs(db) == dict.fromkeys(hosts, 2)  # the whole fleet within 60 s
+
+    state.on_heartbeat(hb(host="h05", seq=1, boot="b2"))  # a restart: written on the next call
+    state.on_heartbeat(hb(host="new", seq=7))
+    persister.persist(state)
+    assert stored_seqs(db)["new"] == 7
+    assert [e.boot_id for e in db.load_hosts() if e.host == "h05"] == ["b2"]
+    db.close()
+
+
+def test_everything_at_shutdown(tmp_path: Path) -> None:
+    state = FleetState(grace_s=15.0)
+    db = StateDB(tmp_path / "fleet.db")
+    db.open()
+    persister = Persister(db, 1.0)  # a slice of one host per call
+    for i in range(5):
+        state.on_heartbeat(hb(host=f"h{i}", seq=1))
+    persister.persist(state)
+    for i in range(5):
+        state.on_heartbeat(hb(host=f"h{i}", seq=9))
+    persister.persist(state, everything=True)
+    assert stored_seqs(db) == {f"h{i}": 9 for i in range(5)}
+    db.close()
