@@ -93,7 +93,7 @@ def event_from_message(
         if (
             event.seq > 0
             and msg_id
-            and msg_id != subjects.msg_id(event.host, event.boot_id, event.seq)
+            and not subjects.names_msg_id(msg_id, event.host, event.boot_id, event.seq)
         ):
             raise DecodeError(f"Nats-Msg-Id {msg_id!r} does not match the event's boot and seq")
         return event

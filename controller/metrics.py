@@ -209,32 +209,37 @@ class FleetMetrics:
 
     # -- observations ------------------------------------------------------------------------
     def observe_stored(self, events: Sequence[Event], ids: Sequence[int | None]) -> None:
-        """A stored batch; duplicates (id None) were counted when first stored."""
-        for event, row in zip(events, ids, strict=True):
-            if row is not None:
-                self.observe_event(event)
+        """A stored batch; duplicates (id None) were counted when first stored. One lock for
+        the batch: this runs for every stored event, 10,000 a second at full ingest."""
+        with self.lock:
+            for event, row in zip(events, ids, strict=True):
+                if row is not None:
+                    self._observe_event(event)
 
     def observe_event(self, event: Event) -> None:
+        with self.lock:
+            self._observe_event(event)
+
+    def _observe_event(self, event: Event) -> None:
         payload = event.payload
         etype = event.event_type if event.event_type in KNOWN_EVENT_TYPES else "other"
         outcome = run_outcome(event.event_type)
-        runtime = self.runtime_of(event.tenant, event.host, event.session) if outcome else ""
-        with self.lock:
-            self.events.inc(etype, event.source_kind.value)
-            rule = synth_rule(event.tags, event.idempotency_key)
-            if rule is not None:
-                self.synthesized.inc(rule)
-            if outcome is not None:
-                self.runs.inc(event.tenant, runtime, outcome)
-            if event.event_type == "validation_error":
-                self.validation.inc(text(payload, "reason"))
-            elif event.event_type == "run.cancelled":
-                if (latency := number(payload, "latency_ms")) is not None:
-                    self.cancel_latency.observe(latency / 1000.0)
-            elif event.event_type == "command":
-                self.commands.inc(text(payload, "verb"), text(payload, "outcome"))
-                if (rtt := number(payload, "round_trip_ms")) is not None:
-                    self.command_rtt.observe(rtt / 1000.0)
+        self.events.inc(etype, event.source_kind.value)
+        rule = synth_rule(event.tags, event.idempotency_key)
+        if rule is not None:
+            self.synthesized.inc(rule)
+        if outcome is not None:
+            runtime = self.runtime_of(event.tenant, event.host, event.session)
+            self.runs.inc(event.tenant, runtime, outcome)
+        if event.event_type == "validation_error":
+            self.validation.inc(text(payload, "reason"))
+        elif event.event_type == "run.cancelled":
+            if (latency := number(payload, "latency_ms")) is not None:
+                self.cancel_latency.observe(latency / 1000.0)
+        elif event.event_type == "command":
+            self.commands.inc(text(payload, "verb"), text(payload, "outcome"))
+            if (rtt := number(payload, "round_trip_ms")) is not None:
+                self.command_rtt.observe(rtt / 1000.0)
 
     def observe_heartbeat(self, lag_s: float) -> None:
         # Host and controller clocks differ; a heartbeat "from the future" lagged by nothing.

@@ -50,7 +50,8 @@ class SynthesisRunner:
             if row is None:
                 continue  # a duplicate: the engine has seen it already
             made, links = self.engine.on_event(event)
-            await self._out(made, links)
+            if made or links:  # nearly never: no await per stored event
+                await self._out(made, links)
 
     def on_heartbeat(self, hb: Heartbeat) -> list[Event]:
         """What the stale rule makes of a heartbeat (nearly always nothing); publish it with

@@ -173,6 +173,12 @@ def msg_id(host: str, boot_id: str, seq: int) -> str:
     return f"{validate_host(host)}:{boot_id}:{seq}"
 
 
+def names_msg_id(value: str, host: str, boot_id: str, seq: int) -> bool:
+    """Whether ``value`` is exactly the `Nats-Msg-Id` of (host, boot, seq); like
+    ``names_host``, for ids a decoder has already validated (it runs for every event)."""
+    return value == f"{host}:{boot_id}:{seq}"
+
+
 def parse_msg_id(value: str) -> tuple[str, str, int]:
     parts = value.split(":")
     if len(parts) != 3 or not parts[2].isdigit():

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protocol import subjects
 from protocol.ids import (
@@ -129,3 +131,24 @@ def test_controller_api_subjects() -> None:
         subjects.parse_controller_api("fleet.acme.ps")
     assert subjects.controller_api("events.search") == "fleet.ctl.events.search"
     assert subjects.parse_controller_api("fleet.ctl.events.search") == "events.search"
+
+
+_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,8}", fullmatch=True)
+
+
+@given(tenant=_ids, host=_ids, session=_ids, other=_ids, seq=st.integers(0, 10**9))
+def test_the_cheap_comparisons_agree_with_the_builders(
+    tenant: str, host: str, session: str, other: str, seq: int
+) -> None:
+    hb = subjects.heartbeat(tenant, host)
+    assert subjects.names_host(hb, subjects.Kind.HB, tenant, host)
+    assert subjects.names_host(hb, subjects.Kind.HB, tenant, other) == (other == host)
+    assert not subjects.names_host(hb, subjects.Kind.LC, tenant, host)
+    evt = subjects.event(tenant, host, session, "tool_call")
+    assert subjects.names_event(evt, tenant, host, session, "tool_call")
+    assert subjects.names_event(evt, tenant, host, other, "tool_call") == (other == session)
+    assert not subjects.names_event(evt, tenant, host, session, "tool_result")
+    mid = subjects.msg_id(host, session, seq)
+    assert subjects.names_msg_id(mid, host, session, seq)
+    assert not subjects.names_msg_id(mid, host, session, seq + 1)
+    assert subjects.names_msg_id(mid, other, session, seq) == (other == host)

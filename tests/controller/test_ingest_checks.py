@@ -1,0 +1,57 @@
+"""The per-event checks of ingest, on bytes as they come off the stream: a valid event
+passes; a body whose subject or Nats-Msg-Id names another event becomes a validation_error
+that says why (and is stored, not dropped)."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.ingest import event_from_message
+from protocol import encode, subjects
+from protocol.events import Event, SourceKind
+
+
+def make(**fields: object) -> Event:
+    base: dict[str, object] = dict(
+        tenant="acme",
+        host="h1",
+        session="coder",
+        boot_id="b1",
+        seq=7,
+        ts=1.0,
+        event_type="tool_call",
+        summary="ran tests",
+        source_kind=SourceKind.AGENT,
+    )
+    return Event(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def check(subject: str, event: Event, msg_id: str | None) -> Event:
+    headers = {"Nats-Msg-Id": msg_id} if msg_id is not None else None
+    return event_from_message(subject, encode(event), headers, "FLEET_EVT_acme", 99, 5.0)
+
+
+def test_a_valid_event_passes_as_it_is() -> None:
+    event = make()
+    subject = subjects.event("acme", "h1", "coder", "tool_call")
+    assert check(subject, event, subjects.msg_id("h1", "b1", 7)) == event
+    assert check(subject, event, None) == event  # a message id is not required
+
+
+@pytest.mark.parametrize(
+    ("subject", "msg_id", "complaint"),
+    [
+        (subjects.event("acme", "h1", "coder", "tool_call"), "h1:b1:8", "Nats-Msg-Id 'h1:b1:8'"),
+        (subjects.event("acme", "h1", "coder", "tool_call"), "h1:b2:7", "does not match"),
+        (subjects.event("acme", "h2", "coder", "tool_call"), "h1:b1:7", "the subject acme/h2"),
+        (subjects.event("acme", "h1", "coder", "note"), "h1:b1:7", "subject type 'note'"),
+    ],
+)
+def test_a_mismatch_becomes_a_validation_error_saying_why(
+    subject: str, msg_id: str, complaint: str
+) -> None:
+    got = check(subject, make(), msg_id)
+    assert got.event_type == "validation_error"
+    assert got.idempotency_key == "invalid:FLEET_EVT_acme:99"
+    assert complaint in got.payload["detail"]
+    assert got.ts == 5.0
