@@ -5,23 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from test_state import hb
+
 from controller.persister import SNAPSHOT_PERSIST_S, Persister
 from controller.state import FleetState
 from controller.statedb import StateDB
-from protocol.heartbeat import Heartbeat
-
-
-def hb(host: str, seq: int, boot: str = "b1") -> Heartbeat:
-    return Heartbeat(
-        tenant="acme",
-        host=host,
-        boot_id=boot,
-        seq=seq,
-        sent_at=0.0,
-        interval_s=5.0,
-        agent_version="t",
-        sessions=[],
-    )
 
 
 def stored_seqs(db: StateDB) -> dict[str, int]:
