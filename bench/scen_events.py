@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Result, goal, summary_ms, wait_until
+from bench.common import Result, cpu_seconds, goal, summary_ms, wait_until
 from bench.fake import Words, event, host_name
 from bench.harness import Bench, api, cli
 from bench.loadgen import Pool
@@ -34,19 +35,30 @@ def _agent_events(b: Bench) -> int:
         db.close()
 
 
-def _raw_insert_rate(events: list[Event]) -> float:
-    """events/s of EventStore.insert_many on a fresh temp file, batches of BATCH."""
+def _raw_insert(events: list[Event]) -> tuple[float, float]:
+    """(events/s, CPU µs per event) of EventStore.insert_many on a fresh temp file, batches
+    of BATCH, in this process (which does nothing else meanwhile)."""
     with tempfile.TemporaryDirectory(prefix="fleet-bench-raw-") as tmp:
         store = EventStore(Path(tmp) / "events.db")
         store.open()
         try:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for i in range(0, len(events), BATCH):
                 store.insert_many(events[i : i + BATCH], time.time())
-            took = time.perf_counter() - start
+            took, cpu = time.perf_counter() - start, time.process_time() - cpu
         finally:
             store.close()
-    return len(events) / took
+    return len(events) / took, cpu / len(events) * 1e6
+
+
+def _cpu(b: Bench, pool: Pool) -> dict[str, float]:
+    """CPU seconds so far of each part of the run."""
+    nats = b.nats.process.pid if b.nats.process else 0
+    return {
+        "controller": cpu_seconds(b.controller.pid if b.controller else 0),
+        "generators": pool.cpu_seconds(),
+        "nats_server": cpu_seconds(nats),
+    }
 
 
 def _same_events(total: int, hosts: int, procs: int, tenants: list[str]) -> list[Event]:
@@ -77,8 +89,10 @@ def ingest(total: int, hosts: int, procs: int, interval: float) -> Result:
         with Pool(b.url, tenants, hosts, interval, procs) as pool:
             pool.wait_ready()
             per = -(-total // len(pool.procs))
+            pool.ask("prepare", per, 10, timeout=600)  # built before the clock starts
+            cpu0 = _cpu(b, pool)
             t0 = time.monotonic()
-            pool.send("events", per, 10)
+            pool.send("events")
             replies = pool.collect("events", timeout=1800)
             t_pub = time.monotonic() - t0
             stored_at_pub = _agent_events(b)
@@ -87,6 +101,7 @@ def ingest(total: int, hosts: int, procs: int, interval: float) -> Result:
                 lambda: (n := _agent_events(b)) >= acked and n, 600, 0.25, "every event stored"
             )
             t_stored = time.monotonic() - t0
+            cpu1 = _cpu(b, pool)
             time.sleep(1.0)
             status = b.status()
             stored = _agent_events(b)
@@ -105,8 +120,20 @@ def ingest(total: int, hosts: int, procs: int, interval: float) -> Result:
             "drain_rate_per_s": round((acked - stored_at_pub) / max(1e-6, t_stored - t_pub)),
         }
     )
-    raw_rate = _raw_insert_rate(_same_events(min(total, 200_000), hosts, procs, tenants))
+    # Where the CPU of the end-to-end window went, per event: with everything on one box,
+    # the sum over the cores there are bounds the end-to-end rate.
+    per_event = {k: (cpu1[k] - cpu0[k]) / max(1, acked) * 1e6 for k in cpu0}
+    total_us = sum(per_event.values())
+    out["cpu_us_per_event"] = {k: round(v, 1) for k, v in per_event.items()}
+    out["cpu_us_per_event_total"] = round(total_us, 1)
+    cores = len(os.sched_getaffinity(0))
+    out["cpu_bound_rate_per_s"] = round(cores * 1e6 / max(1e-9, total_us))
+    raw_rate, raw_us = _raw_insert(_same_events(min(total, 200_000), hosts, procs, tenants))
     out["raw_insert_rate_per_s"] = round(raw_rate)
+    out["raw_cpu_us_per_event"] = round(raw_us, 1)
+    # As the fan-in's capacity ratio: what the raw insert needs per event over what the
+    # controller needs, as if each had the same CPU.
+    out["capacity_ratio"] = round(raw_us / max(1e-9, per_event["controller"]), 3)
     out["ratio"] = round(out["e2e_rate_per_s"] / raw_rate, 3)
     out["drain_ratio"] = round(out["drain_rate_per_s"] / raw_rate, 3)
     out["events"] = acked

@@ -151,8 +151,7 @@ def _lag_window(before: dict[str, float] | None, after: dict[str, float] | None)
 def _other_cpu(b: Bench, pool: Pool) -> dict[str, float]:
     """CPU seconds so far of nats-server and the load generators together."""
     nats = b.nats.process.pid if b.nats.process else 0
-    gens = sum(cpu_seconds(proc.pid or 0) for proc, _ in pool.procs)
-    return {"nats_server": cpu_seconds(nats), "generators": gens}
+    return {"nats_server": cpu_seconds(nats), "generators": pool.cpu_seconds()}
 
 
 def _hwm(pid: int) -> dict[str, float]:
