@@ -10,16 +10,24 @@ import tempfile
 import time
 from pathlib import Path
 
+import anyio
+import nats
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
 from bench.common import Result, cpu_seconds, goal, summary_ms, wait_until
 from bench.fake import Words, event, host_name
 from bench.harness import Bench, api, cli
 from bench.loadgen import Pool
 from controller.client import ControllerClient
+from controller.ingest import event_from_message
+from controller.pull import BatchPull, stream_position
 from controller.store import EventStore
+from controller.streams import FETCH_BATCH
+from protocol import subjects
 from protocol.events import Event
 from protocol.events_api import EventsReply, EventsSearchRequest
 
-BATCH = 500
+BATCH = FETCH_BATCH  # the raw insert stores batches the size ingest pulls
 
 
 def _agent_events(b: Bench) -> int:
@@ -49,6 +57,44 @@ def _raw_insert(events: list[Event]) -> tuple[float, float]:
         finally:
             store.close()
     return len(events) / took, cpu / len(events) * 1e6
+
+
+async def _receive(url: str, tenants: list[str], mode: str) -> float:
+    """CPU µs per event of pulling every stored event with BatchPull (as ingest does) on a
+    consumer of its own, acking each batch; with mode "decode" also decoding and checking
+    each one as ingest does (``event_from_message``)."""
+    got = 0
+    cpu = 0.0
+    async with await nats.connect(url) as nc:
+        js = nc.jetstream()
+        for tenant in tenants:
+            stream = subjects.event_stream_name(tenant)
+            durable = f"bench-floor-{mode}"
+            await js.add_consumer(
+                stream,
+                ConsumerConfig(
+                    durable_name=durable,
+                    filter_subject=subjects.all_events(tenant),
+                    ack_policy=AckPolicy.ALL,
+                    deliver_policy=DeliverPolicy.ALL,
+                    max_ack_pending=5000,
+                ),
+            )
+            pull = BatchPull(nc, stream, durable)
+            await pull.start()
+            try:
+                start = time.process_time()
+                while msgs := await pull.fetch(BATCH, 1.0):
+                    if mode == "decode":
+                        for m in msgs:
+                            seq, _, at = stream_position(m)
+                            event_from_message(m.subject, m.data, m.headers, stream, seq, at)
+                    got += len(msgs)
+                    await msgs[-1].ack()
+                cpu += time.process_time() - start
+            finally:
+                await pull.stop()
+    return cpu / max(1, got) * 1e6
 
 
 def _cpu(b: Bench, pool: Pool) -> dict[str, float]:
@@ -105,6 +151,7 @@ def ingest(total: int, hosts: int, procs: int, interval: float) -> Result:
             time.sleep(1.0)
             status = b.status()
             stored = _agent_events(b)
+        floor = {mode: anyio.run(_receive, b.url, tenants, mode) for mode in ("receive", "decode")}
     out.update(
         {
             "published_acked": acked,
@@ -128,6 +175,9 @@ def ingest(total: int, hosts: int, procs: int, interval: float) -> Result:
     out["cpu_us_per_event_total"] = round(total_us, 1)
     cores = len(os.sched_getaffinity(0))
     out["cpu_bound_rate_per_s"] = round(cores * 1e6 / max(1e-9, total_us))
+    # The floor under the controller's own cost: what reading the same messages off the
+    # same pull consumer costs with nats-py, alone and with ingest's decode and checks.
+    out["floor_cpu_us_per_event"] = {k: round(v, 1) for k, v in floor.items()}
     raw_rate, raw_us = _raw_insert(_same_events(min(total, 200_000), hosts, procs, tenants))
     out["raw_insert_rate_per_s"] = round(raw_rate)
     out["raw_cpu_us_per_event"] = round(raw_us, 1)

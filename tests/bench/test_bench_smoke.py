@@ -87,6 +87,7 @@ def test_scenario_runs_and_counts_match(scenario: str, tmp_path: Path) -> None:
         assert res["raw_insert_rate_per_s"] > 0
         assert res["cpu_us_per_event"]["controller"] > 0 and res["raw_cpu_us_per_event"] > 0
         assert res["cpu_bound_rate_per_s"] > 0 and res["capacity_ratio"] > 0
+        assert res["floor_cpu_us_per_event"]["decode"] > 0
     elif scenario == "search":
         assert res["direct"]["n"] == res["api"]["n"] == 200
         assert res["direct"]["hits"] > 0 and res["cli"]["rc"] == 0
