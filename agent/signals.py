@@ -7,7 +7,7 @@ import signal
 from dataclasses import dataclass, field
 
 import anyio
-from anyio.abc import CancelScope
+from anyio import CancelScope
 
 log = logging.getLogger(__name__)
 

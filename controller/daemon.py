@@ -31,7 +31,7 @@ from controller.metrics import serve_metrics
 from controller.persister import Persister
 from controller.rejects import Rejects
 from controller.service import ApiService
-from controller.state import FleetState, Transition, percentiles
+from controller.state import FleetState, HostKey, Transition, percentiles
 from controller.statedb import StateDB
 from controller.store import EventStore
 from controller.synth_runner import SynthesisRunner, relink
@@ -223,12 +223,15 @@ class Controller:
     async def _liveness_loop(self) -> None:
         while True:
             await anyio.sleep(self.config.liveness_tick_s)
-            for transition in self.state.tick():
+            for transition in self.state.tick(self._heartbeat_waiting):
                 self._record(transition)
             self.changes.flush()
             if self.commands.relay is not None:
                 await self.commands.relay.expire()
             await self.synthesis.tick()
+
+    def _heartbeat_waiting(self, key: HostKey) -> bool:
+        return self.heartbeats.holds(subjects.heartbeat(*key))
 
     # -- events -----------------------------------------------------------------------------
     async def _on_stored(self, events: Sequence[Event], ids: Sequence[int | None]) -> None:

@@ -33,6 +33,10 @@ class Latest:
     def __len__(self) -> int:
         return len(self._waiting)
 
+    def holds(self, subject: str) -> bool:
+        """Whether a message on ``subject`` is waiting to be processed."""
+        return subject in self._waiting
+
     async def park(self, msg: Msg) -> None:
         """The subscription's callback."""
         if msg.subject in self._waiting:

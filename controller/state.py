@@ -218,8 +218,13 @@ class FleetState:
             self.problem_hosts.discard(key)
             self._sorted_problems = None
 
-    def tick(self) -> list[Transition]:
-        """Advance liveness from the controller's clock."""
+    def tick(self, arrived: Callable[[HostKey], bool] | None = None) -> list[Transition]:
+        """Advance liveness from the controller's clock.
+
+        ``arrived(key)`` says a heartbeat from that host has reached the controller and waits
+        to be processed: the controller is behind, not the host, so it is not judged on
+        this tick (it is again on the next, if the heartbeat turned out invalid).
+        """
         if not self._by_silence:
             return []
         now = self.mono()
@@ -242,6 +247,8 @@ class FleetState:
             new = state_for_age(age, entry.interval_s)
             # Only a heartbeat makes a host ok again; the clock only makes things worse.
             if new is HostState.OK or new is entry.state:
+                continue
+            if arrived is not None and arrived(key):
                 continue
             t = self._set(entry, new, "missed heartbeats", age)
             if t:

@@ -20,6 +20,7 @@ async def test_newest_per_subject_in_order_of_first_arrival() -> None:
     for subject, data in [("a", b"1"), ("b", b"1"), ("a", b"2"), ("c", b"1"), ("a", b"3")]:
         await latest.park(msg(subject, data))
     assert len(latest) == 3 and latest.superseded == 2
+    assert latest.holds("a") and latest.holds("c") and not latest.holds("d")
     seen: list[tuple[str, bytes]] = []
     first_three, done = anyio.Event(), anyio.Event()
 
@@ -37,6 +38,7 @@ async def test_newest_per_subject_in_order_of_first_arrival() -> None:
         with anyio.fail_after(5):
             await first_three.wait()
             assert len(latest) == 0  # all served: the runner waits for the next park
+            assert not latest.holds("a")
             await latest.park(msg("d", b"1"))
             await done.wait()
         tg.cancel_scope.cancel()
@@ -47,3 +49,43 @@ async def test_newest_per_subject_in_order_of_first_arrival() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_controller_does_not_judge_a_host_whose_heartbeat_it_holds(tmp_path) -> None:
+    """The daemon's liveness loop asks the intake: a host overdue only because its parked
+    heartbeat has not been processed yet stays ok; an overdue host with none goes suspect."""
+    from test_state import hb, make
+
+    from controller.config import ControllerConfig
+    from controller.daemon import Controller
+    from controller.state import Transition
+    from protocol import subjects
+    from protocol.api import HostState
+
+    controller = Controller(
+        ControllerConfig(tenants=["acme"], data_dir=str(tmp_path), liveness_tick_s=0.01)
+    )
+    state, clock = make()
+    controller.state = state
+    state.on_heartbeat(hb(host="held"))
+    state.on_heartbeat(hb(host="silent"))
+    clock.now += 15.1  # both past 3 intervals of 5 s
+    await controller.heartbeats.park(msg(subjects.heartbeat("acme", "held"), b"{}"))
+    judged: list[Transition] = []
+    silent_suspect = anyio.Event()
+
+    def record(transition: Transition | None) -> None:
+        if transition is not None:
+            judged.append(transition)
+            if transition.host == "silent":
+                silent_suspect.set()
+
+    controller._record = record  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(controller._liveness_loop)
+        with anyio.fail_after(5):
+            await silent_suspect.wait()
+        tg.cancel_scope.cancel()
+    assert [(t.host, t.new) for t in judged] == [("silent", HostState.SUSPECT)]
+    assert state.hosts[("acme", "held")].state is HostState.OK

@@ -357,3 +357,22 @@ def test_percentiles_nearest_rank_in_one_sort() -> None:
     assert percentiles(values, 50, 99, 100) == [50.0, 99.0, 100.0]
     assert percentiles([7.0], 1, 99) == [7.0, 7.0]
     assert percentiles([], 50, 99) == [0.0, 0.0]
+
+
+def test_a_host_whose_heartbeat_waits_unprocessed_is_not_judged() -> None:
+    """An overloaded controller holds the heartbeat but has not processed it yet: it is
+    behind, the host is not. Judged again on the next tick without one waiting."""
+    state, clock = make()
+    state.on_heartbeat(hb(host="h1"))
+    state.on_heartbeat(hb(host="h2"))
+    clock.now += 15.1  # past 3 intervals for both
+    waiting = {("acme", "h1")}
+    [t] = state.tick(lambda key: key in waiting)
+    assert (t.host, t.new) == ("h2", HostState.SUSPECT)
+    assert state.hosts[("acme", "h1")].state is HostState.OK
+    clock.now += 15.0  # past 6 intervals: still waiting, still not judged
+    [t] = state.tick(lambda key: key in waiting)
+    assert (t.host, t.new) == ("h2", HostState.DOWN)
+    waiting.clear()  # it was processed and turned out invalid: no newer heartbeat
+    [t] = state.tick(lambda key: key in waiting)
+    assert (t.host, t.old, t.new) == ("h1", HostState.OK, HostState.DOWN)
