@@ -129,8 +129,13 @@ class FleetState:
             self.dirty.add(key)
             self.count("heartbeats")
             return Transition(hb.tenant, hb.host, None, HostState.OK, now_wall, "first heartbeat")
-        if hb.boot_id == entry.boot_id and hb.seq <= entry.seq:
-            self.count("heartbeats_stale")  # duplicate or reordered: older news than we hold
+        if hb.boot_id == entry.boot_id and (
+            hb.seq <= entry.seq or entry.state is HostState.STOPPED
+        ):
+            # Duplicate or reordered: older news than we hold. A boot that announced its
+            # shutdown sends nothing after it, so its heartbeat was sent before the notice
+            # and only processed after it (heartbeats wait in the intake; notices do not).
+            self.count("heartbeats_stale")
             return None
         self.count("heartbeats")
         if hb.boot_id != entry.boot_id or entry.restored:

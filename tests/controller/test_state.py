@@ -376,3 +376,27 @@ def test_a_host_whose_heartbeat_waits_unprocessed_is_not_judged() -> None:
     waiting.clear()  # it was processed and turned out invalid: no newer heartbeat
     [t] = state.tick(lambda key: key in waiting)
     assert (t.host, t.old, t.new) == ("h1", HostState.OK, HostState.DOWN)
+
+
+def test_a_heartbeat_processed_after_its_boots_shutdown_notice_is_stale() -> None:
+    """Heartbeats wait in the intake, notices do not: the last heartbeat before a shutdown
+    can be processed after the notice. It must not make the stopped host ok (and later
+    suspect and down); a new boot does."""
+    state, clock = make()
+    state.on_heartbeat(hb(seq=1))
+    stop = Lifecycle(
+        tenant="acme",
+        host="h1",
+        boot_id="b1",
+        event=LifecycleKind.SHUTDOWN,
+        sent_at=0.0,
+        agent_version="t",
+    )
+    assert state.on_lifecycle(stop).new is HostState.STOPPED
+    assert state.on_heartbeat(hb(seq=2)) is None  # sent before the notice, processed after
+    assert state.hosts[("acme", "h1")].state is HostState.STOPPED
+    assert state.counters["heartbeats_stale"] == 1
+    clock.now += 60.0
+    assert state.tick() == []  # stopped stays stopped
+    t = state.on_heartbeat(hb(seq=1, boot="b2"))  # the agent started again
+    assert t is not None and (t.old, t.new) == (HostState.STOPPED, HostState.OK)
