@@ -1,6 +1,6 @@
 """`python -m bench SCENARIO [--hosts N] [--duration S] [--json FILE] ...`
 
-Scenarios: fanin, dead, ps, ingest, search, cmd, restart, all. Each starts its own
+Scenarios: fanin, dead, ps, ingest, search, cmd, restart, intake, all. Each starts its own
 embedded nats-server and controller subprocess in a temp dir and stops them at the end.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import Result, machine
 
-SCENARIOS = ("fanin", "dead", "ps", "ingest", "search", "cmd", "restart")
+SCENARIOS = ("fanin", "dead", "ps", "ingest", "search", "cmd", "restart", "intake")
 
 # Full-scale defaults per scenario (hosts or events), from the goals in docs/benchmarks.md.
 DEFAULT_SIZE = {
@@ -28,6 +28,7 @@ DEFAULT_SIZE = {
     "search": 1_000_000,
     "cmd": 1_000,
     "restart": 10_000,
+    "intake": 50_000,
 }
 
 
@@ -44,12 +45,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--kills", type=int, default=100, help="hosts to stop (dead)")
     p.add_argument("--sessions", type=int, default=20, help="stub sessions (cmd)")
     p.add_argument("--repeats", type=int, default=20, help="ps repetitions")
+    p.add_argument(
+        "--cost-us", type=float, default=120.0, help="CPU per heartbeat after decode (intake)"
+    )
     p.add_argument("--json", type=Path, help="write the results here as JSON")
     return p.parse_args(argv)
 
 
 def run(name: str, a: argparse.Namespace) -> Result:
-    from bench import scen_cmd, scen_events, scen_fleet, scen_ps
+    from bench import scen_cmd, scen_events, scen_fleet, scen_intake, scen_ps
 
     size = a.hosts or DEFAULT_SIZE[name]
     if name == "fanin":
@@ -60,6 +64,8 @@ def run(name: str, a: argparse.Namespace) -> Result:
         return scen_ps.ps(size, a.interval, a.procs, a.repeats)
     if name == "restart":
         return scen_fleet.restart(size, a.interval, a.procs)
+    if name == "intake":
+        return scen_intake.intake(size, a.duration, a.interval, a.procs, a.cost_us)
     if name == "ingest":
         return scen_events.ingest(a.events or DEFAULT_SIZE[name], 100, a.procs, a.interval)
     if name == "search":

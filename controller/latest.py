@@ -12,6 +12,7 @@ hosts per suspect window (3 intervals), not every heartbeat sent.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -21,7 +22,12 @@ from nats.aio.msg import Msg
 
 log = logging.getLogger(__name__)
 
-CHUNK = 200  # processed between yields, so the API and the socket reader get their turn
+# Processing yields to the socket reader at least this often. One turn of the reader takes
+# what one socket read brings (asyncio reads up to 256 KiB: ~85 heartbeats). Processing a
+# fixed 200 between turns (20 ms) let the reader take in only ~4,000 a second; at 10,000 a
+# second the rest queued in the socket, oldest first, where no newer one can supersede it,
+# until nats-server cut the connection (docs/benchmarks.md, 50,000 hosts).
+SLICE_S = 0.002
 
 
 class Latest:
@@ -49,7 +55,8 @@ class Latest:
             await self._ready.wait()
             self._ready = anyio.Event()  # a park from now on wakes the next round
             while self._waiting:
-                for _ in range(min(CHUNK, len(self._waiting))):
+                until = time.monotonic() + SLICE_S
+                while self._waiting and time.monotonic() < until:
                     msg = self._waiting.popitem(last=False)[1]
                     try:
                         await handle(msg)

@@ -23,6 +23,7 @@ TINY: dict[str, list[str]] = {
     "ingest": ["--events", "1000", "--interval", "1"],
     "search": ["--events", "2000"],
     "cmd": ["--commands", "10", "--sessions", "2"],
+    "intake": ["--hosts", "60", "--duration", "3", "--interval", "1", "--cost-us", "50"],
 }
 
 
@@ -91,6 +92,9 @@ def test_scenario_runs_and_counts_match(scenario: str, tmp_path: Path) -> None:
     elif scenario == "search":
         assert res["direct"]["n"] == res["api"]["n"] == 200
         assert res["direct"]["hits"] > 0 and res["cli"]["rc"] == 0
+    elif scenario == "intake":
+        (sample,) = res["samples"].values()
+        assert sample["processed_per_s"] > 0 and sample["connection_errors"] == 0
     elif scenario == "cmd":
         assert res["send"]["outcomes"] == {"delivered": 10}
         assert res["send_verify"]["n"] == 1

@@ -89,3 +89,38 @@ async def test_the_controller_does_not_judge_a_host_whose_heartbeat_it_holds(tmp
         tg.cancel_scope.cancel()
     assert [(t.host, t.new) for t in judged] == [("silent", HostState.SUSPECT)]
     assert state.hosts[("acme", "held")].state is HostState.OK
+
+
+@pytest.mark.anyio
+async def test_processing_yields_to_the_socket_reader_every_slice() -> None:
+    """However many heartbeats wait, processing hands the loop back every SLICE_S, so the
+    reader can take in the socket and newer heartbeats can supersede waiting ones."""
+    import time
+
+    from controller.latest import SLICE_S
+
+    latest = Latest()
+    for i in range(100):
+        await latest.park(msg(f"h{i}", b""))
+    handled = 0
+    each = SLICE_S / 2
+
+    async def handle(_m: Msg) -> None:
+        nonlocal handled
+        end = time.monotonic() + each  # a heartbeat that costs half a slice
+        while time.monotonic() < end:
+            pass
+        handled += 1
+
+    between: list[int] = []  # heartbeats handled between two turns of the other task
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(latest.run, handle)
+        with anyio.fail_after(10):
+            seen = 0
+            while handled < 100:
+                await anyio.lowlevel.checkpoint()
+                between.append(handled - seen)
+                seen = handled
+        tg.cancel_scope.cancel()
+    assert sum(between) == 100
+    assert max(between) <= 3  # two within the slice, and the one that crossed its end
