@@ -79,5 +79,8 @@ def intake(hosts: int, duration: float, interval: float, procs: int, cost_us: fl
     worst = max((s["lag_p50_s"] for s in last), default=float("nan"))
     out["lag_p50_s_worst_second_half"] = worst
     out["connection_errors"] = samples[-1]["connection_errors"]
-    goal(out, "lag_within_3_intervals", worst, 3 * interval)
+    # Parked heartbeats are superseded by newer ones, so what is processed is at most about
+    # an interval (+20 % jitter) old; queued in the socket, it ages without bound.
+    goal(out, "lag_p50_within_an_interval", worst, 1.2 * interval)
+    goal(out, "connection_errors", out["connection_errors"], 1)
     return out
