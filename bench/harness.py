@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import anyio
 
 from agent.natsconn import NatsSettings
-from bench.common import wait_until
+from bench.common import cpu_seconds, wait_until
 from controller.client import ClientError, ControllerClient
 from controller.config import ControllerConfig, dump
 from controller.nats_embedded import EmbeddedNats
@@ -167,6 +167,12 @@ class Bench:
             return None
         [series] = reply.snapshot["fleet_heartbeat_lag_seconds"] or [{"buckets": {}}]
         return dict(series["buckets"])
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far of the controller and of nats-server (0 for one not running)."""
+        controller = self.controller.pid if self.controller else 0
+        server = self.nats.process.pid if self.nats.process else 0
+        return {"controller": cpu_seconds(controller), "nats_server": cpu_seconds(server)}
 
     def slow_consumer_events(self) -> int:
         """Times nats-server cut the controller off for not reading fast enough."""

@@ -14,13 +14,13 @@ import anyio
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from bench.common import Result, cpu_seconds, goal, summary_ms, wait_until
+from bench.common import Result, goal, summary_ms, wait_until
 from bench.fake import Words, event, host_name
 from bench.harness import Bench, api, cli
 from bench.loadgen import Pool
 from controller.client import ControllerClient
-from controller.ingest import event_from_message
-from controller.pull import BatchPull, stream_position
+from controller.ingest import decode_message
+from controller.pull import BatchPull
 from controller.store import EventStore
 from controller.streams import FETCH_BATCH
 from protocol import subjects
@@ -62,7 +62,7 @@ def _raw_insert(events: list[Event]) -> tuple[float, float]:
 async def _receive(url: str, tenants: list[str], mode: str) -> float:
     """CPU µs per event of pulling every stored event with BatchPull (as ingest does) on a
     consumer of its own, acking each batch; with mode "decode" also decoding and checking
-    each one as ingest does (``event_from_message``)."""
+    each one as ingest does (``decode_message``)."""
     got = 0
     cpu = 0.0
     async with await nats.connect(url) as nc:
@@ -87,8 +87,7 @@ async def _receive(url: str, tenants: list[str], mode: str) -> float:
                 while msgs := await pull.fetch(BATCH, 1.0):
                     if mode == "decode":
                         for m in msgs:
-                            seq, _, at = stream_position(m)
-                            event_from_message(m.subject, m.data, m.headers, stream, seq, at)
+                            decode_message(m, stream)
                     got += len(msgs)
                     await msgs[-1].ack()
                 cpu += time.process_time() - start
@@ -99,12 +98,7 @@ async def _receive(url: str, tenants: list[str], mode: str) -> float:
 
 def _cpu(b: Bench, pool: Pool) -> dict[str, float]:
     """CPU seconds so far of each part of the run."""
-    nats = b.nats.process.pid if b.nats.process else 0
-    return {
-        "controller": cpu_seconds(b.controller.pid if b.controller else 0),
-        "generators": pool.cpu_seconds(),
-        "nats_server": cpu_seconds(nats),
-    }
+    return {**b.cpu_seconds(), "generators": pool.cpu_seconds()}
 
 
 def _same_events(total: int, hosts: int, procs: int, tenants: list[str]) -> list[Event]:

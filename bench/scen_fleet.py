@@ -148,17 +148,11 @@ def _lag_window(before: dict[str, float] | None, after: dict[str, float] | None)
     }
 
 
-def _other_cpu(b: Bench, pool: Pool) -> dict[str, float]:
-    """CPU seconds so far of nats-server and the load generators together."""
-    nats = b.nats.process.pid if b.nats.process else 0
-    return {"nats_server": cpu_seconds(nats), "generators": pool.cpu_seconds()}
-
-
 def _hwm(pid: int) -> dict[str, float]:
     return {"controller_hwm_mib": round(proc_status(pid).get("VmHWM", 0) / 1024, 1)}
 
 
-def _readings(b: Bench, pool: Pool, pid: int, raw: RawSubscriber) -> dict[str, tuple[float, float]]:
+def _readings(b: Bench, pool: Pool, raw: RawSubscriber) -> dict[str, tuple[float, float]]:
     """Each counter with the moment it was read: a status call to a busy controller can take
     seconds, so every rate is its own counter's change over its own readings' interval."""
     out: dict[str, tuple[float, float]] = {}
@@ -167,8 +161,8 @@ def _readings(b: Bench, pool: Pool, pid: int, raw: RawSubscriber) -> dict[str, t
     out["raw"] = (raw.stats()["count"], time.monotonic())
     now = time.monotonic()  # /proc reads are instant: one moment for all of them
     for name, seconds in {
-        **_other_cpu(b, pool),
-        "controller": cpu_seconds(pid),
+        **b.cpu_seconds(),
+        "generators": pool.cpu_seconds(),
         "raw_subscriber": cpu_seconds(raw.pid),
     }.items():
         out[f"cpu.{name}"] = (seconds, now)
@@ -183,7 +177,7 @@ def _steady(
     p50s: list[float] = []
     rss: list[float] = []
     hist0 = b.lag_histogram()
-    before = _readings(b, pool, pid, raw)
+    before = _readings(b, pool, raw)
     t0 = time.monotonic()
     failures = 0
     while time.monotonic() - t0 < duration:
@@ -197,7 +191,7 @@ def _steady(
         p50s.append(status.latencies_ms.get("heartbeat_lag_p50", float("nan")))
         p99s.append(status.latencies_ms.get("heartbeat_lag_p99", float("nan")))
     elapsed = time.monotonic() - t0
-    after = _readings(b, pool, pid, raw)
+    after = _readings(b, pool, raw)
     hist1 = b.lag_histogram()
 
     def delta(name: str) -> float:
@@ -207,6 +201,8 @@ def _steady(
         return delta(name) / max(1e-6, after[name][1] - before[name][1])
 
     cpu = {k[4:]: round(rate(k) * 100, 1) for k in after if k.startswith("cpu.")}
+    ctrl_us = delta("cpu.controller") / max(1, delta("handled")) * 1e6
+    raw_us = delta("cpu.raw_subscriber") / max(1, delta("raw")) * 1e6
     return {
         "steady_s": round(elapsed, 1),
         "status_calls_unanswered": failures,
@@ -222,17 +218,11 @@ def _steady(
         "controller_cpu_pct": cpu.pop("controller"),
         # Where the rest of the 2 cores went (100 % = one core).
         "cpu_pct": cpu,
-        "controller_cpu_us_per_hb": round(
-            delta("cpu.controller") / max(1, delta("handled")) * 1e6, 1
-        ),
-        "raw_cpu_us_per_hb": round(delta("cpu.raw_subscriber") / max(1, delta("raw")) * 1e6, 1),
+        "controller_cpu_us_per_hb": round(ctrl_us, 1),
+        "raw_cpu_us_per_hb": round(raw_us, 1),
         # What each would manage with the same CPU: steadier than the burst's drain race,
         # where the two consumers also compete with each other for the 2 cores.
-        "capacity_ratio": round(
-            (delta("cpu.raw_subscriber") / max(1, delta("raw")))
-            / max(1e-9, delta("cpu.controller") / max(1, delta("handled"))),
-            3,
-        ),
+        "capacity_ratio": round(raw_us / max(1e-9, ctrl_us), 3),
         "rss_mib_max": max(rss, default=0.0),
     }
 

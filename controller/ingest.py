@@ -102,6 +102,14 @@ def event_from_message(
         return msgspec.structs.replace(bad, ts=received_at)
 
 
+def decode_message(msg: Msg, stream: str) -> tuple[Event, float]:
+    """A stream message as the event it holds (or the validation_error it became), and when
+    the stream stored it: what both live ingest and rebuild store."""
+    stream_seq, _, received = stream_position(msg)
+    event = event_from_message(msg.subject, msg.data, msg.headers, stream, stream_seq, received)
+    return event, received
+
+
 def _mismatch(subject: str, event: Event) -> str:
     where = subjects.parse(subject)  # a SubjectError says what is wrong with the subject
     if (event.tenant, event.host, event.session) != (where.tenant, where.host, where.session):
@@ -219,11 +227,8 @@ class Ingest:
         events = []
         stamps = []
         for msg in msgs:
-            stream_seq, _, received = stream_position(msg)
+            event, received = decode_message(msg, stream)
             stamps.append(received)
-            event = event_from_message(
-                msg.subject, msg.data, msg.headers, stream, stream_seq, received
-            )
             if event.event_type == "validation_error" and event.provenance == "controller ingest":
                 self.count("invalid_events")
             events.append(event)
@@ -267,15 +272,10 @@ async def replay(js: JetStreamContext, tenant: str) -> tuple[list[Event], list[f
             except NatsTimeoutError:
                 break
             for msg in msgs:
-                stream_seq, _, received = stream_position(msg)
-                events.append(
-                    event_from_message(
-                        msg.subject, msg.data, msg.headers, stream, stream_seq, received
-                    )
-                )
+                event, received = decode_message(msg, stream)
+                events.append(event)
                 stamps.append(received)
-                if stream_seq >= last:
-                    done = True
+            done = bool(msgs) and stream_position(msgs[-1])[0] >= last  # delivered in order
     finally:
         await psub.unsubscribe()
     return events, stamps

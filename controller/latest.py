@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 # Processing yields to the socket reader at least this often. One turn of the reader takes
 # what one socket read brings (asyncio reads up to 256 KiB: ~85 heartbeats). Processing a
-# fixed 200 between turns (20 ms) let the reader take in only ~4,000 a second; at 10,000 a
-# second the rest queued in the socket, oldest first, where no newer one can supersede it,
-# until nats-server cut the connection (docs/benchmarks.md, 50,000 hosts).
+# fixed 200 between turns let the reader take in 3,700-5,700 a second (`bench intake`); at
+# 10,000 a second the rest queued in the socket, oldest first, where no newer one can
+# supersede it, until nats-server cut the connection (docs/benchmarks.md, 50,000 hosts).
 SLICE_S = 0.002
 
 

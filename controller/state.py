@@ -147,8 +147,10 @@ class FleetState:
         entry.interval_s, entry.agent_version = hb.interval_s, hb.agent_version
         self._by_silence[key] = None
         self._by_silence.move_to_end(key)
-        self.tallies[hb.tenant].rows += max(1, len(hb.sessions)) - row_count(entry)
+        tally = self.tallies[hb.tenant]
+        tally.rows -= row_count(entry)
         entry.sessions, entry.flagged = hb.sessions, flagged_indexes(hb.sessions)
+        tally.rows += row_count(entry)
         entry.last_seen, entry.last_seen_mono = now_wall, now_mono
         entry.restored = False
         # An ordinary heartbeat is not written at once: the persister's rolling pass rewrites
