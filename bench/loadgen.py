@@ -112,6 +112,12 @@ class SimHost:
 
 _SEQ_BYTES = msgspec.json.encode(_SEQ)
 
+# A generator wakes at most this often and sends every beat due by then. Waking for each of
+# its ~3,300 beats a second spent CPU that, on a real fleet, the ~17,000 hosts it stands for would
+# spend: here it is taken from the controller and nats-server. Each beat is stamped when it
+# is sent, so the lag measured does not include the wait.
+SEND_QUANTUM_S = 0.002
+
 
 @dataclass
 class Generator:
@@ -173,7 +179,7 @@ class Generator:
             if self.stopping:
                 break
             wait = (due[0][0] - time.monotonic()) if due else 0.05
-            await asyncio.sleep(min(0.05, max(0.0, wait)))
+            await asyncio.sleep(min(0.05, max(SEND_QUANTUM_S, wait)))
         await nc.flush()
         await nc.close()
 

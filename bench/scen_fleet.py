@@ -175,6 +175,7 @@ def _steady(
     """Sample the controller's own numbers while the fleet heartbeats normally."""
     p99s: list[float] = []
     p50s: list[float] = []
+    waiting: list[int] = []  # heartbeats parked unprocessed, per sample
     rss: list[float] = []
     hist0 = b.lag_histogram()
     before = _readings(b, pool, raw)
@@ -190,6 +191,7 @@ def _steady(
             continue
         p50s.append(status.latencies_ms.get("heartbeat_lag_p50", float("nan")))
         p99s.append(status.latencies_ms.get("heartbeat_lag_p99", float("nan")))
+        waiting.append(status.counters.get("heartbeats_waiting", 0))
     elapsed = time.monotonic() - t0
     after = _readings(b, pool, raw)
     hist1 = b.lag_histogram()
@@ -214,6 +216,9 @@ def _steady(
         "lag_p50_ms_last": p50s[-1] if p50s else None,
         "lag_p99_ms_last": p99s[-1] if p99s else None,
         "lag_p99_ms_max": max(p99s, default=float("nan")),
+        # Every sample, to show whether a backlog from the ramp drains or stays.
+        "lag_p50_s_samples": [round(v / 1000, 2) for v in p50s],
+        "waiting_samples": waiting,
         "lag_steady": _lag_window(hist0, hist1),
         "controller_cpu_pct": cpu.pop("controller"),
         # Where the rest of the 2 cores went (100 % = one core).

@@ -19,6 +19,9 @@ from protocol.heartbeat import Heartbeat, SessionState
 
 log = logging.getLogger(__name__)
 
+_WORKING = SessionState.WORKING
+_NONE: frozenset[str] = frozenset()
+
 WARM_WINDOW_S = 15 * 60
 WARM_LIMIT = 10_000
 
@@ -56,23 +59,34 @@ class SynthesisRunner:
     def on_heartbeat(self, hb: Heartbeat) -> list[Event]:
         """What the stale rule makes of a heartbeat (nearly always nothing); publish it with
         ``emit``. Runs for every heartbeat, so only a working session silent for a while, or
-        the first snapshot after one stopped working, reaches the engine."""
+        the first snapshot after one stopped working, reaches the engine. Comprehensions, not
+        a loop of statements per session: 1.6 µs per heartbeat of 10 sessions instead of 5.3
+        (docs/benchmarks.md, *Ids checked at once*)."""
         now = time.time()
         stale_after = self.engine.config.stale_after_s
-        working = self._working.get((hb.tenant, hb.host))
+        key = (hb.tenant, hb.host)
+        sessions = hb.sessions
+        was = self._working.get(key) or _NONE
+        hits = [
+            s
+            for s in sessions
+            if (
+                s.state is _WORKING
+                # silent longer than stale_after since the later of last output and entering
+                # working; with neither known there is no clock to measure silence against
+                and (s.last_output_at is not None or s.state_since is not None)
+                and now - (s.last_output_at or 0.0) > stale_after
+                and now - (s.state_since or 0.0) > stale_after
+            )
+            or (s.state is not _WORKING and s.name in was)
+        ]
+        working = [s.name for s in sessions if s.state is _WORKING]
+        if working:
+            self._working.setdefault(key, set()).update(working)
         made: list[Event] = []
-        for snap in hb.sessions:
-            if snap.state is SessionState.WORKING:
-                if working is None:
-                    working = self._working[(hb.tenant, hb.host)] = set()
-                working.add(snap.name)
-                mark = _later(snap.last_output_at, snap.state_since)
-                if mark is None or now - mark <= stale_after:
-                    continue  # not silent long enough for the stale rule to decide anything
-            elif working and snap.name in working:
-                working.discard(snap.name)
-            else:
-                continue
+        for snap in hits:
+            if snap.state is not _WORKING:
+                self._working[key].discard(snap.name)
             made += self.engine.on_snapshot(hb.tenant, hb.host, snap, now)
         return made
 
@@ -95,13 +109,6 @@ class SynthesisRunner:
                 log.warning("cannot publish synthesized %s: %s", key, exc)
         if links:
             await anyio.to_thread.run_sync(apply_links, self.store, links)
-
-
-def _later(a: float | None, b: float | None) -> float | None:
-    """The later of two times either of which may be unknown."""
-    if a is None or (b is not None and b > a):
-        return b
-    return a
 
 
 def apply_links(store: EventStore, links: Sequence[LinkRequest]) -> int:

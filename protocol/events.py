@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import msgspec
 
 from protocol.codec import Message
-from protocol.ids import Id
+from protocol.ids import BulkId, check_ids
 
 MAX_SUMMARY_CHARS = 2000
 MAX_EXCERPT_CHARS = 500
@@ -71,11 +71,14 @@ KNOWN_EVENT_TYPES = frozenset(
 )
 
 
+_ID_KINDS = ("tenant", "host", "session", "boot")
+
+
 class Event(Message, frozen=True, tag="event"):
-    tenant: Id
-    host: Id
-    session: Id
-    boot_id: Id
+    tenant: BulkId
+    host: BulkId
+    session: BulkId
+    boot_id: BulkId
     seq: Annotated[int, msgspec.Meta(ge=0)]
     ts: float  # when it happened, unix time (host clock)
     event_type: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -94,6 +97,9 @@ class Event(Message, frozen=True, tag="event"):
     artifact_refs: list[str] = []
     run_id: str | None = None
     links: list[EventLink] = []
+
+    def __post_init__(self) -> None:
+        check_ids([self.tenant, self.host, self.session, self.boot_id], _ID_KINDS)
 
 
 def derived_boot_id(key: str) -> str:

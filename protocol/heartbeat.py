@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 
 from protocol.codec import Message
-from protocol.ids import Id
+from protocol.ids import BulkId, check_ids
 
 # Heartbeats older than this many intervals are suspect, past DOWN_AFTER down (DESIGN.md).
 SUSPECT_AFTER_INTERVALS = 3
@@ -49,7 +49,7 @@ class BootEnabled(str, Enum):
 # holds 500,000 of these at fleet scale and the cyclic GC need not walk them (see
 # docs/benchmarks.md: a full collection over them took ~0.5 s).
 class SessionSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    name: Id
+    name: BulkId  # pattern checked by the heartbeat that carries it
     runtime_configured: str | None  # None: not in the roster (unmanaged)
     runtime_observed: str | None  # None: nothing recognisable runs in the pane
     kind: SessionKind = SessionKind.CORE
@@ -75,12 +75,21 @@ class SessionSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
         )
 
 
+_ID_KINDS = ("tenant", "host", "boot", "session")
+
+
 class Heartbeat(Message, frozen=True, tag="heartbeat"):
-    tenant: Id
-    host: Id
-    boot_id: Id
+    tenant: BulkId
+    host: BulkId
+    boot_id: BulkId
     seq: Annotated[int, msgspec.Meta(ge=0)]
     sent_at: float
     interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)]
     agent_version: str
     sessions: list[SessionSnapshot] = []
+
+    def __post_init__(self) -> None:
+        # Runs on decode too, where msgspec turns the IdError into a validation error.
+        check_ids(
+            [self.tenant, self.host, self.boot_id, *[s.name for s in self.sessions]], _ID_KINDS
+        )

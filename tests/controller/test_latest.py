@@ -124,3 +124,66 @@ async def test_processing_yields_to_the_socket_reader_every_slice() -> None:
         tg.cancel_scope.cancel()
     assert sum(between) == 100
     assert max(between) <= 3  # two within the slice, and the one that crossed its end
+
+
+async def _rounds(latest: Latest, gaps: list[float], handled: list[str]) -> None:
+    """Park one heartbeat per round: each after the previous one was handled and ``gap``
+    seconds more."""
+
+    async def handle(m: Msg) -> None:
+        handled.append(m.subject)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(latest.run, handle)
+        with anyio.fail_after(10):
+            for i, gap in enumerate(gaps):
+                await anyio.sleep(gap)
+                await latest.park(msg(f"h{i}", b""))
+                while latest.rounds <= i:  # its round over: the next park starts another
+                    await anyio.lowlevel.checkpoint()
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_heartbeats_in_quick_succession_hold_the_loop_between_rounds() -> None:
+    """Coalesced reads: a round that began within hold_s of the last one's end is followed
+    by a hold, so the socket gathers a batch for the next read; a sparse fleet never is."""
+    held: list[float] = []
+    dense = Latest(hold_s=1.0, hold=held.append)  # 1 s: every gap here is far shorter
+    handled: list[str] = []
+    await _rounds(dense, [0, 0, 0], handled)
+    assert handled == ["h0", "h1", "h2"]
+    assert held == [1.0, 1.0]  # the first round had no round before it
+
+    held.clear()
+    sparse = Latest(hold_s=0.01, hold=held.append)
+    handled.clear()
+    await _rounds(sparse, [0, 0.05, 0.05], handled)  # 50 ms apart: slower than one per 10 ms
+    assert handled == ["h0", "h1", "h2"] and held == []
+
+
+@pytest.mark.anyio
+async def test_a_controller_behind_is_never_held() -> None:
+    """While heartbeats wait, rounds go on; the hold comes only once the parking is empty."""
+    held: list[int] = []
+    handled = 0
+    latest = Latest(hold_s=1.0, hold=lambda _s: held.append(handled))
+    done = anyio.Event()
+
+    async def handle(_m: Msg) -> None:
+        nonlocal handled
+        handled += 1
+        if handled < 50:  # each heartbeat handled brings a new one, as when far behind
+            await latest.park(msg(f"n{handled}", b""))
+        else:
+            done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(latest.run, handle)
+        with anyio.fail_after(10):
+            await latest.park(msg("first", b""))
+            await done.wait()
+            while len(latest):
+                await anyio.lowlevel.checkpoint()
+        tg.cancel_scope.cancel()
+    assert handled == 50 and held == []  # one long round; the first had none before it

@@ -8,6 +8,7 @@ from protocol import subjects
 from protocol.ids import (
     MAX_ID_LENGTH,
     IdError,
+    check_ids,
     host_id_from_hostname,
     validate_id,
     validate_session,
@@ -152,3 +153,31 @@ def test_the_cheap_comparisons_agree_with_the_builders(
     assert subjects.names_msg_id(mid, host, session, seq)
     assert not subjects.names_msg_id(mid, host, session, seq + 1)
     assert subjects.names_msg_id(mid, other, session, seq) == (other == host)
+
+
+_texts = st.text(st.sampled_from("ab0_-.\n *"), max_size=6)
+
+
+@given(values=st.lists(st.one_of(_ids, _texts), min_size=1, max_size=12))
+def test_ids_checked_at_once_agree_with_one_at_a_time(values: list[str]) -> None:
+    """`check_ids` accepts exactly the lists whose every id `validate_id` accepts, and its
+    error is the one of the first bad id, named after its place."""
+    kinds = ("tenant", "host", "session")
+    first_bad: IdError | None = None
+    for i, value in enumerate(values):
+        try:
+            validate_id(value, kinds[min(i, 2)])
+        except IdError as exc:
+            first_bad = exc
+            break
+    if first_bad is None:
+        check_ids(values, kinds)
+    else:
+        with pytest.raises(IdError) as got:
+            check_ids(values, kinds)
+        assert str(got.value) == str(first_bad)
+
+
+def test_a_newline_cannot_pass_as_a_separator() -> None:
+    with pytest.raises(IdError, match="whitespace"):
+        check_ids(["acme", "h1\nh2"], ("tenant", "host"))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from protocol import DecodeError, decode, encode
@@ -118,4 +120,23 @@ def test_drift_is_configured_vs_observed() -> None:
 )
 def test_bad_heartbeats_raise_one_error_type(data: bytes) -> None:
     with pytest.raises(DecodeError):
+        decode(data, Heartbeat)
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "reason"),
+    [
+        ("tenant", "a b", "invalid tenant id 'a b': contains whitespace"),
+        ("host", "h.1", "invalid host id 'h.1': contains '.'"),
+        ("boot_id", "b*", "invalid boot id 'b*': contains the NATS wildcard"),
+        ("name", "s\n1", "invalid session id 's\\n1': contains whitespace"),
+        ("name", "-s", "invalid session id '-s': must start with"),
+    ],
+)
+def test_a_heartbeat_names_the_id_it_refuses(field: str, bad: str, reason: str) -> None:
+    """Its ids are checked at once (`check_ids`), and the error still names the bad one."""
+    good = {"tenant": "acme", "host": "h1", "boot_id": "b1", "name": SNAP.name}[field]
+    data = encode(HB).replace(f'"{field}":"{good}"'.encode(), encode({field: bad})[1:-1])
+    assert data != encode(HB)
+    with pytest.raises(DecodeError, match=re.escape(reason)):
         decode(data, Heartbeat)
