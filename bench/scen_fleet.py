@@ -176,6 +176,7 @@ def _steady(
     p99s: list[float] = []
     p50s: list[float] = []
     waiting: list[int] = []  # heartbeats parked unprocessed, per sample
+    full_gcs: list[int] = []
     rss: list[float] = []
     hist0 = b.lag_histogram()
     before = _readings(b, pool, raw)
@@ -192,6 +193,7 @@ def _steady(
         p50s.append(status.latencies_ms.get("heartbeat_lag_p50", float("nan")))
         p99s.append(status.latencies_ms.get("heartbeat_lag_p99", float("nan")))
         waiting.append(status.counters.get("heartbeats_waiting", 0))
+        full_gcs.append(status.counters.get("gc_full_collections", 0))
     elapsed = time.monotonic() - t0
     after = _readings(b, pool, raw)
     hist1 = b.lag_histogram()
@@ -219,6 +221,7 @@ def _steady(
         # Every sample, to show whether a backlog from the ramp drains or stays.
         "lag_p50_s_samples": [round(v / 1000, 2) for v in p50s],
         "waiting_samples": waiting,
+        "gc_full_collections_steady": full_gcs[-1] - full_gcs[0] if full_gcs else -1,
         "lag_steady": _lag_window(hist0, hist1),
         "controller_cpu_pct": cpu.pop("controller"),
         # Where the rest of the 2 cores went (100 % = one core).

@@ -7,6 +7,7 @@ persists, then closes the connection and the database.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -280,6 +281,8 @@ class Controller:
                 **self.state.counters,
                 "heartbeats_superseded": self.heartbeats.superseded,
                 "heartbeats_waiting": len(self.heartbeats),
+                # Full collections pause the whole loop (~0.2 s with 50,000 hosts).
+                "gc_full_collections": gc.get_stats()[2]["collections"],
                 "sequence_gaps": self.store.total_gaps(),
             },
             latencies_ms=self._latencies(),
