@@ -113,9 +113,9 @@ class SimHost:
 _SEQ_BYTES = msgspec.json.encode(_SEQ)
 
 # A generator wakes at most this often and sends every beat due by then. Waking for each of
-# its ~3,300 beats a second spent CPU that, on a real fleet, the ~17,000 hosts it stands for would
-# spend: here it is taken from the controller and nats-server. Each beat is stamped when it
-# is sent, so the lag measured does not include the wait.
+# its ~3,300 beats a second cost CPU that a real fleet spends on its own machines; here it
+# was taken from the controller and nats-server. Each beat is stamped when it is sent, so
+# the lag measured does not include the wait.
 SEND_QUANTUM_S = 0.002
 
 

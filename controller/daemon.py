@@ -281,7 +281,7 @@ class Controller:
                 **self.state.counters,
                 "heartbeats_superseded": self.heartbeats.superseded,
                 "heartbeats_waiting": len(self.heartbeats),
-                # Full collections pause the whole loop (~0.2 s with 50,000 hosts).
+                # A full collection stops the loop (0.2 s over 50,000 hosts' state, in-process).
                 "gc_full_collections": gc.get_stats()[2]["collections"],
                 "sequence_gaps": self.store.total_gaps(),
             },
