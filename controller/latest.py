@@ -11,6 +11,7 @@ hosts per suspect window (3 intervals), not every heartbeat sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -37,15 +38,31 @@ SLICE_S = 0.002
 # heartbeats/s spent 76 µs of CPU on each, 2.8 per read, and 49 µs, 8.7 per read, when its
 # loop was held 2 ms between turns (docs/benchmarks.md, *Coalesced reads*). Never held while
 # heartbeats wait, so a controller behind never idles; a sparse fleet is never held, so
-# the rest of the loop (the event ingest) is not slowed by a hold that would save nothing.
+# the rest of the loop (the event ingest) is not slowed by a hold that would save nothing;
+# never held while another task is ready to run (an API request read in the same batch), so
+# that it does not wait behind the hold. `ps --host` at 50,000 hosts: p50 1.2 ms with no
+# hold, 9.5 ms with the hold, 4.4 ms with the hold but not while a task is ready.
 HOLD_S = 0.002
 
 
+def loop_idle() -> bool:
+    """Whether the event loop has nothing ready to run, so that it would poll the sockets
+    next. asyncio keeps no public count; its ready queue is ``_ready`` (CPython's
+    BaseEventLoop). A loop without one is never held."""
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    return ready is not None and not ready
+
+
 class Latest:
-    def __init__(self, hold_s: float = HOLD_S, hold: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        hold_s: float = HOLD_S,
+        hold: Callable[[float], None] = time.sleep,
+        idle: Callable[[], bool] = loop_idle,
+    ) -> None:
         self._waiting: OrderedDict[str, Msg] = OrderedDict()
         self._ready = anyio.Event()
-        self._hold_s, self._hold = hold_s, hold
+        self._hold_s, self._hold, self._idle = hold_s, hold, idle
         self.superseded = 0  # parked heartbeats replaced by a newer one before processing
         self.rounds = 0  # rounds that emptied the parking
 
@@ -78,7 +95,7 @@ class Latest:
                     except Exception:  # one bad message must not stop the intake
                         log.exception("handling %s failed", msg.subject)
                 await anyio.lowlevel.checkpoint()
-            if dense:
+            if dense and self._idle():
                 # Blocks the whole loop on purpose: only then does the socket fill up, so
                 # that the next read brings a batch (the GIL is free for the store's threads).
                 self._hold(self._hold_s)

@@ -126,21 +126,31 @@ async def test_processing_yields_to_the_socket_reader_every_slice() -> None:
     assert max(between) <= 3  # two within the slice, and the one that crossed its end
 
 
-async def _rounds(latest: Latest, gaps: list[float], handled: list[str]) -> None:
-    """Park one heartbeat per round: each after the previous one was handled and ``gap``
-    seconds more."""
+async def _rounds(
+    latest: Latest, gaps: list[float], handled: list[str], busy: bool = False
+) -> None:
+    """Park one heartbeat per round: each after the previous round is over and ``gap``
+    seconds more. With ``busy``, another task is ready to run all along."""
 
     async def handle(m: Msg) -> None:
         handled.append(m.subject)
 
+    async def spin() -> None:
+        while True:
+            await anyio.lowlevel.checkpoint()
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(latest.run, handle)
+        if busy:
+            tg.start_soon(spin)
         with anyio.fail_after(10):
             for i, gap in enumerate(gaps):
                 await anyio.sleep(gap)
                 await latest.park(msg(f"h{i}", b""))
-                while latest.rounds <= i:  # its round over: the next park starts another
-                    await anyio.lowlevel.checkpoint()
+                # Until its round is over, so that the next park starts another. Polled by
+                # sleeping, not by checkpoints: a task at a checkpoint is ready to run.
+                while latest.rounds <= i:  # noqa: ASYNC110 (a counter, no event to wait on)
+                    await anyio.sleep(0.001)
         tg.cancel_scope.cancel()
 
 
@@ -159,6 +169,15 @@ async def test_heartbeats_in_quick_succession_hold_the_loop_between_rounds() -> 
     sparse = Latest(hold_s=0.01, hold=held.append)
     handled.clear()
     await _rounds(sparse, [0, 0.05, 0.05], handled)  # 50 ms apart: slower than one per 10 ms
+    assert handled == ["h0", "h1", "h2"] and held == []
+
+
+@pytest.mark.anyio
+async def test_no_hold_while_another_task_is_ready() -> None:
+    """An API request read with the heartbeats does not wait behind a hold."""
+    held: list[float] = []
+    handled: list[str] = []
+    await _rounds(Latest(hold_s=1.0, hold=held.append), [0, 0, 0], handled, busy=True)
     assert handled == ["h0", "h1", "h2"] and held == []
 
 
