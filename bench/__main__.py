@@ -48,6 +48,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--cost-us", type=float, default=120.0, help="CPU per heartbeat after decode (intake)"
     )
+    p.add_argument(
+        "--pin",
+        action="store_true",
+        help="the controller on a CPU of its own, nats-server and the load on the others",
+    )
     p.add_argument("--json", type=Path, help="write the results here as JSON")
     return p.parse_args(argv)
 
@@ -103,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     names = SCENARIOS if a.scenario == "all" else (a.scenario,)
     report: dict[str, Any] = {"machine": machine(), "started_at": time.time(), "results": []}
+    if a.pin:
+        from bench.harness import split_cpus
+
+        report["cpus"] = split_cpus()
     failed = False
     for name in names:
         start = time.monotonic()
@@ -112,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             result = {"scenario": name, "error": f"{type(exc).__name__}: {exc}"}
             failed = True
         result["wall_s"] = round(time.monotonic() - start, 1)
+        if "cpus" in report:
+            result["cpus"] = report["cpus"]
         report["results"].append(result)
         print(table(result), flush=True)
         if a.json:

@@ -30,6 +30,22 @@ from protocol.reports_api import MetricsReply, MetricsRequest
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
 
+# `--pin`: the controller on a core of its own, everything else (this process, nats-server,
+# generators, raw subscriber: they inherit it) on the others. None: no pinning.
+_split: tuple[set[int], set[int]] | None = None
+
+
+def split_cpus() -> dict[str, list[int]]:
+    """Pin this process, and so whatever it starts from now on, to every CPU but the last;
+    the controller gets the last (`Bench.start_controller`). Call before anything starts."""
+    global _split
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise RuntimeError(f"--pin needs two CPUs; this process may use {cpus}")
+    _split = ({cpus[-1]}, set(cpus[:-1]))
+    os.sched_setaffinity(0, _split[1])
+    return {"controller": sorted(_split[0]), "rest": sorted(_split[1])}
+
 
 def api(url: str, fn: Callable[[ControllerClient], Awaitable[T]], timeout: float = 30.0) -> T:
     """Run one async function against the controller API with a fresh client."""
@@ -93,14 +109,20 @@ class Bench:
         path.write_text(dump(config))
         log = (self.tmp / "controller.log").open("ab")
         self.controller_started_at = time.time()
-        self.controller = subprocess.Popen(
-            [str(BIN / "fleet"), "controller", "run", "--config", str(path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
+        if _split is not None:
+            os.sched_setaffinity(0, _split[0])  # the child inherits it, with every thread
+        try:
+            self.controller = subprocess.Popen(
+                [str(BIN / "fleet"), "controller", "run", "--config", str(path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            if _split is not None:
+                os.sched_setaffinity(0, _split[1])
+            log.close()
         proc = self.controller
         wait_until(
             lambda: proc.poll() is not None or self.try_status() is not None,

@@ -3,6 +3,7 @@ dead-host detection, and a controller restart under load."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -106,6 +107,11 @@ def fanin(hosts: int, duration: float, interval: float, procs: int, flood: int) 
                 out["hosts_heard_after_ramp"] = b.heard
                 out.update(_steady(b, pool, pid, raw, duration, interval))
                 out["memory"] = {"controller_rss_mib": rss_mib(pid), **_hwm(pid)}
+                out["affinity"] = {
+                    "controller": sorted(os.sched_getaffinity(pid)),
+                    "generators": sorted(os.sched_getaffinity(pool.procs[0][0].pid or 0)),
+                    "nats_server": sorted(os.sched_getaffinity(b.nats.pid or 0)),
+                }
                 out["false_suspect_or_down"] = b.false_alarms(t_start)
                 out["slow_consumer_disconnects_steady"] = b.slow_consumer_events()
                 if flood > 0:

@@ -27,7 +27,7 @@ TINY: dict[str, list[str]] = {
 }
 
 
-def run_bench(scenario: str, tmp_path: Path) -> dict[str, Any]:
+def run_bench(scenario: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
     out = tmp_path / f"{scenario}.json"
     result = subprocess.run(
         [
@@ -38,6 +38,7 @@ def run_bench(scenario: str, tmp_path: Path) -> dict[str, Any]:
             "--procs",
             "2",
             *TINY[scenario],
+            *extra,
             "--json",
             str(out),
         ],
@@ -99,3 +100,16 @@ def test_scenario_runs_and_counts_match(scenario: str, tmp_path: Path) -> None:
         assert res["send"]["outcomes"] == {"delivered": 10}
         assert res["send_verify"]["n"] == 1
         assert res["agent_rss_mib"] > 0
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--pin needs two CPUs")
+def test_pin_gives_the_controller_a_cpu_of_its_own(tmp_path: Path) -> None:
+    res = run_bench("fanin", tmp_path, "--pin")
+    cpus = res["cpus"]
+    assert cpus["controller"] and cpus["rest"] and not set(cpus["controller"]) & set(cpus["rest"])
+    # Read from /proc while the scenario ran: what the processes really had.
+    assert res["affinity"]["controller"] == cpus["controller"]
+    assert res["affinity"]["generators"] == cpus["rest"]
+    assert res["affinity"]["nats_server"] == cpus["rest"]
+    assert res["heartbeats_per_s"] > 0
