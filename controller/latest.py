@@ -48,8 +48,12 @@ HOLD_S = 0.002
 def loop_idle() -> bool:
     """Whether the event loop has nothing ready to run, so that it would poll the sockets
     next. asyncio keeps no public count; its ready queue is ``_ready`` (CPython's
-    BaseEventLoop). A loop without one is never held."""
-    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    BaseEventLoop). A loop without one, or another backend than asyncio, is never held."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (anyio on trio)
+        return False
+    ready = getattr(loop, "_ready", None)
     return ready is not None and not ready
 
 

@@ -206,3 +206,9 @@ async def test_a_controller_behind_is_never_held() -> None:
                 await anyio.lowlevel.checkpoint()
         tg.cancel_scope.cancel()
     assert handled == 50 and held == []  # one long round; the first had none before it
+
+
+def test_outside_an_asyncio_loop_nothing_is_held() -> None:
+    from controller.latest import loop_idle
+
+    assert loop_idle() is False  # no running asyncio loop: another backend, never held
