@@ -187,6 +187,14 @@ def counters(fleet: Fleet) -> dict[str, int]:
     return json.loads(result.stdout)["counters"]
 
 
+def seen(fleet: Fleet) -> dict[str, int]:
+    got = counters(fleet)
+    got["malformed_or_superseded_heartbeats"] = got.get("malformed_heartbeats", 0) + got.get(
+        "heartbeats_superseded", 0
+    )
+    return got
+
+
 def throw_at(
     fleet: Fleet, cases: st.SearchStrategy[tuple[str, str, bytes]], n: int
 ) -> Counter[str]:
@@ -227,15 +235,24 @@ def test_hostile_payloads_are_counted_and_never_stored(fleet: Fleet) -> None:
     sent = throw_at(fleet, hostile_cases(), 120)
     assert sent["evt_refused"] == 0
     want = {
-        "malformed_heartbeats": sent["hb"],
+        # A heartbeat superseded by a newer one on its subject before it was looked at is
+        # counted as superseded, not malformed (docs/architecture.md, *Heartbeat intake*);
+        # hostile ones sent back to back on one subject may be read in one batch.
+        "malformed_or_superseded_heartbeats": sent["hb"],
         "malformed_lifecycle": sent["lc"],
         "invalid_events": sent["evt"],
     }
-    wait_for(
-        lambda: {k: counters(fleet).get(k, 0) for k in want} == want,
-        timeout=20,
-        what=f"every rejection counted: {want}, got {counters(fleet)}",
-    )
+    got: dict[str, int] = {}
+
+    def all_counted() -> bool:
+        now = seen(fleet)
+        got.update({k: now.get(k, 0) for k in want})
+        return got == want
+
+    try:
+        wait_for(all_counted, timeout=20)
+    except AssertionError:  # the counts of the last poll, not of the first
+        raise AssertionError(f"within 20 s: want {want}, got {got}") from None
     assert fleet.ps() == []  # nothing hostile became a host
     rows = stored_rows(fleet.tmp / "controller" / "events.db")
     events = [as_event(r) for r in rows]  # raises if any stored row is not a valid Event
@@ -266,11 +283,11 @@ def test_hostile_payloads_are_counted_and_never_stored(fleet: Fleet) -> None:
 
     anyio.run(marker)
     wait_for(
-        lambda: counters(fleet)["malformed_heartbeats"] >= sent["hb"] + 1,
+        lambda: seen(fleet)["malformed_or_superseded_heartbeats"] >= sent["hb"] + 1,
         timeout=10,
         what="the marker counted",
     )
-    assert counters(fleet)["malformed_heartbeats"] == sent["hb"] + 1
+    assert seen(fleet)["malformed_or_superseded_heartbeats"] == sent["hb"] + 1
 
 
 @st.composite
