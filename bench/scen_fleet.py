@@ -108,9 +108,12 @@ def fanin(hosts: int, duration: float, interval: float, procs: int, flood: int) 
                 out.update(_steady(b, pool, pid, raw, duration, interval))
                 out["memory"] = {"controller_rss_mib": rss_mib(pid), **_hwm(pid)}
                 out["affinity"] = {
-                    "controller": sorted(os.sched_getaffinity(pid)),
-                    "generators": sorted(os.sched_getaffinity(pool.procs[0][0].pid or 0)),
-                    "nats_server": sorted(os.sched_getaffinity(b.nats.pid or 0)),
+                    name: sorted(os.sched_getaffinity(p)) if p else []
+                    for name, p in (
+                        ("controller", pid),
+                        ("generators", pool.procs[0][0].pid),
+                        ("nats_server", b.nats.pid),
+                    )
                 }
                 out["false_suspect_or_down"] = b.false_alarms(t_start)
                 out["slow_consumer_disconnects_steady"] = b.slow_consumer_events()

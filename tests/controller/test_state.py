@@ -43,6 +43,17 @@ def hb(
     )
 
 
+def shutdown(host: str = "h1", boot: str = "b1", tenant: str = "acme") -> Lifecycle:
+    return Lifecycle(
+        tenant=tenant,
+        host=host,
+        boot_id=boot,
+        event=LifecycleKind.SHUTDOWN,
+        sent_at=0.0,
+        agent_version="t",
+    )
+
+
 def make(grace: float = 15.0) -> tuple[FleetState, Clock]:
     clock = Clock()
     return FleetState(grace_s=grace, mono=clock, wall=clock), clock
@@ -68,16 +79,7 @@ def test_suspect_after_three_intervals_down_after_six() -> None:
 def test_graceful_shutdown_is_stopped_not_down() -> None:
     state, clock = make()
     state.on_heartbeat(hb())
-    t = state.on_lifecycle(
-        Lifecycle(
-            tenant="acme",
-            host="h1",
-            boot_id="b1",
-            event=LifecycleKind.SHUTDOWN,
-            sent_at=0,
-            agent_version="t",
-        )
-    )
+    t = state.on_lifecycle(shutdown())
     assert t is not None and t.new is HostState.STOPPED
     clock.now += 1000
     assert state.tick() == []
@@ -87,19 +89,7 @@ def test_graceful_shutdown_is_stopped_not_down() -> None:
 def test_shutdown_of_an_older_boot_is_ignored() -> None:
     state, _ = make()
     state.on_heartbeat(hb(boot="new"))
-    assert (
-        state.on_lifecycle(
-            Lifecycle(
-                tenant="acme",
-                host="h1",
-                boot_id="old",
-                event=LifecycleKind.SHUTDOWN,
-                sent_at=0,
-                agent_version="t",
-            )
-        )
-        is None
-    )
+    assert state.on_lifecycle(shutdown(boot="old")) is None
 
 
 def test_stale_and_duplicate_heartbeats_do_not_rewind() -> None:
@@ -295,16 +285,7 @@ def test_overview_indexes_match_a_full_recount(ops) -> None:
             again.restore(list(state.hosts.values()))
             state = again
         elif op == "shutdown" and host in boots:
-            state.on_lifecycle(
-                Lifecycle(
-                    tenant=tenant,
-                    host=host,
-                    boot_id=boots[host],
-                    event=LifecycleKind.SHUTDOWN,
-                    sent_at=0,
-                    agent_version="t",
-                )
-            )
+            state.on_lifecycle(shutdown(host, boots[host], tenant))
         elif op in ("hb", "reboot"):
             if op == "reboot" or host not in boots:
                 boots[host], seqs[host] = f"b{len(seqs)}{i}", 0
@@ -384,15 +365,7 @@ def test_a_heartbeat_processed_after_its_boots_shutdown_notice_is_stale() -> Non
     suspect and down); a new boot does."""
     state, clock = make()
     state.on_heartbeat(hb(seq=1))
-    stop = Lifecycle(
-        tenant="acme",
-        host="h1",
-        boot_id="b1",
-        event=LifecycleKind.SHUTDOWN,
-        sent_at=0.0,
-        agent_version="t",
-    )
-    assert state.on_lifecycle(stop).new is HostState.STOPPED
+    assert state.on_lifecycle(shutdown()).new is HostState.STOPPED
     assert state.on_heartbeat(hb(seq=2)) is None  # sent before the notice, processed after
     assert state.hosts[("acme", "h1")].state is HostState.STOPPED
     assert state.counters["heartbeats_stale"] == 1
