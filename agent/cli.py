@@ -62,7 +62,7 @@ def session_identity_for(cfg: AgentConfig, allow_root: bool) -> Decision:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def stub(ctx: typer.Context) -> None:
     """Run the stub agent (an interactive TTY program standing in for an AI agent)."""
-    from agent.stub import main as stub_main
+    from agent.stub.app import main as stub_main
 
     raise typer.Exit(stub_main(list(ctx.args)))
 
@@ -70,7 +70,7 @@ def stub(ctx: typer.Context) -> None:
 def main() -> None:
     # `fleet-agent stub --help` must reach the stub's own parser, not typer's.
     if len(sys.argv) > 1 and sys.argv[1] == "stub":
-        from agent.stub import main as stub_main
+        from agent.stub.app import main as stub_main
 
         sys.exit(stub_main(sys.argv[2:]))
     app()

@@ -10,8 +10,8 @@ from pathlib import Path
 import msgspec
 import platformdirs
 
-from agent.natsconn import NatsSettings
-from agent.tomlout import dump_struct
+from common.natsconn import NatsSettings
+from common.tomlout import dump_struct
 from protocol.heartbeat import DEFAULT_INTERVAL_S, SessionKind
 from protocol.ids import (
     IdError,

@@ -15,28 +15,28 @@ from pathlib import Path
 import anyio
 from nats.aio.client import Client
 
-from agent import natsconn
-from agent.bootunit import BootUnits
-from agent.capture import CaptureSet
-from agent.commands import CommandServer
 from agent.config import AgentConfig, SessionSpec
-from agent.eventflow import EventFlow
+from agent.control.leases import TakeoverLeases, WatchLeases
+from agent.control.operations import Operations
+from agent.control.server import CommandServer
+from agent.control.steering import Steering
+from agent.control.watch import stream_watches
+from agent.discovery.bootunit import BootUnits
+from agent.discovery.procs import ProcessTable
+from agent.discovery.runtimes import RuntimeSpec, load_runtimes
+from agent.discovery.sessions import Screen, SessionTable, primary_panes
+from agent.discovery.supervisor import Supervisor
+from agent.discovery.tmux import TMUX_CONF, Pane, Tmux
+from agent.events.capture import CaptureSet
+from agent.events.flow import EventFlow
+from agent.events.outbox import Outbox
+from agent.events.publisher import Wakeup, publish_forever
+from agent.events.runs import RunTracker
 from agent.heartbeat import HeartbeatClock, jittered
-from agent.leases import TakeoverLeases, WatchLeases
-from agent.operations import Operations
-from agent.outbox import Outbox
-from agent.procs import ProcessTable
-from agent.publisher import Wakeup, publish_forever
-from agent.runs import RunTracker
-from agent.runtimes import RuntimeSpec, load_runtimes
-from agent.sessions import Screen, SessionTable, primary_panes
-from agent.signals import ExitFlags, watch_signals
-from agent.steering import Steering
-from agent.supervisor import Supervisor
-from agent.tmux import TMUX_CONF, Pane, Tmux
 from agent.uid import Identity, as_user_prefix, private_dir
-from agent.version import VERSION
-from agent.watch import stream_watches
+from common import natsconn
+from common.signals import ExitFlags, watch_signals
+from common.version import VERSION
 from protocol import encode, subjects
 from protocol.heartbeat import BootEnabled, SessionKind, SessionSnapshot
 from protocol.lifecycle import Lifecycle, LifecycleKind

@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 
 import anyio
 
-from agent.natsconn import NatsSettings
 from bench.common import cpu_seconds, wait_until
-from controller.client import ClientError, ControllerClient
+from common.natsconn import NatsSettings
+from controller.cli.client import ClientError, ControllerClient
 from controller.config import ControllerConfig, dump
-from controller.nats_embedded import EmbeddedNats
+from controller.natsserver.embedded import EmbeddedNats
 from protocol.api import PsReply, PsRequest, StatusReply, StatusRequest
 from protocol.reports_api import MetricsReply, MetricsRequest
 

@@ -10,10 +10,10 @@ import uuid
 from typing import Any
 
 from agent.config import AgentConfig, SessionSpec, dump
-from agent.natsconn import NatsSettings
 from bench.common import Result, goal, proc_status, summary_ms, wait_until
 from bench.harness import BIN, Bench, api
-from controller.client import ControllerClient
+from common.natsconn import NatsSettings
+from controller.cli.client import ControllerClient
 from protocol.api import PsReply, PsRequest
 from protocol.commands import CommandRequest, CommandResult, Send
 

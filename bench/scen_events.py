@@ -18,11 +18,11 @@ from bench.common import Result, goal, summary_ms, wait_until
 from bench.fake import Words, event, host_name
 from bench.harness import Bench, api, cli
 from bench.loadgen import Pool
-from controller.client import ControllerClient
-from controller.ingest import decode_message
-from controller.pull import BatchPull
-from controller.store import EventStore
-from controller.streams import FETCH_BATCH
+from controller.cli.client import ControllerClient
+from controller.events.ingest import decode_message
+from controller.events.pull import BatchPull
+from controller.events.store.core import EventStore
+from controller.events.streams import FETCH_BATCH
 from protocol import subjects
 from protocol.events import Event
 from protocol.events_api import EventsReply, EventsSearchRequest

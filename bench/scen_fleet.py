@@ -11,7 +11,7 @@ from bench.common import Result, cpu_seconds, goal, pct, proc_status, rss_mib, w
 from bench.harness import Bench
 from bench.loadgen import Pool
 from bench.rawsub import RawSubscriber
-from controller.client import ClientError
+from controller.cli.client import ClientError
 
 TENANTS = ["acme", "globex", "initech", "umbrella"]
 

@@ -19,7 +19,7 @@ import nats
 from bench.common import Result, goal, pct
 from bench.harness import Bench
 from bench.loadgen import Pool
-from controller.latest import Latest
+from controller.fleet.latest import Latest
 from protocol import decode, subjects
 from protocol.heartbeat import Heartbeat
 

@@ -11,7 +11,7 @@ import msgspec
 from bench.common import Result, goal, summary_ms
 from bench.fake import host_name
 from bench.harness import Bench, api, cli
-from controller.client import ControllerClient
+from controller.cli.client import ControllerClient
 from protocol.api import PsReply, PsRequest
 
 

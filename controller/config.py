@@ -8,10 +8,10 @@ from pathlib import Path
 import msgspec
 import platformdirs
 
-from agent.natsconn import NatsSettings
-from agent.tomlout import dump_struct
-from controller.streams import StreamSettings
-from controller.synthesis import SynthesisConfig
+from common.natsconn import NatsSettings
+from common.tomlout import dump_struct
+from controller.events.streams import StreamSettings
+from controller.events.synthesis.engine import SynthesisConfig
 from protocol.ids import IdError, validate_tenant
 
 

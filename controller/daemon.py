@@ -18,27 +18,27 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from agent import natsconn
-from agent.signals import ExitFlags, watch_signals
-from agent.version import VERSION
-from controller import report_api
-from controller.commands import CommandRouter
+from common import natsconn
+from common.signals import ExitFlags, watch_signals
+from common.version import VERSION
+from controller.api import reports as report_api
+from controller.api.commands import CommandRouter
+from controller.api.events import EventsApi
+from controller.api.service import ApiService
+from controller.api.views import ps_page
+from controller.api.watch_relay import WatchRelay
 from controller.config import ControllerConfig
-from controller.events_api import EventsApi
-from controller.ingest import Ingest, replay
-from controller.intake import intake
-from controller.latest import Latest
-from controller.metrics import serve_metrics
-from controller.persister import Persister
-from controller.rejects import Rejects
-from controller.service import ApiService
-from controller.state import FleetState, HostKey, Transition, percentiles
-from controller.statedb import StateDB
-from controller.store import EventStore
-from controller.synth_runner import SynthesisRunner, relink
-from controller.translog import HostChangeLog
-from controller.views import ps_page
-from controller.watch_relay import WatchRelay
+from controller.events.ingest import Ingest, replay
+from controller.events.store.core import EventStore
+from controller.events.synthesis.runner import SynthesisRunner, relink
+from controller.fleet.intake import intake
+from controller.fleet.latest import Latest
+from controller.fleet.persister import Persister
+from controller.fleet.rejects import Rejects
+from controller.fleet.state import FleetState, HostKey, Transition, percentiles
+from controller.fleet.statedb import StateDB
+from controller.fleet.translog import HostChangeLog
+from controller.reports.metrics import serve_metrics
 from protocol import subjects
 from protocol.api import PsReply, PsRequest, StatusReply, StatusRequest
 from protocol.commands import CommandRequest

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 import pytest
 
 from agent.config import AgentConfig, SessionSpec, dump
-from agent.natsconn import NatsSettings
+from common.natsconn import NatsSettings
 from controller.config import ControllerConfig
 from controller.config import dump as dump_controller
-from controller.nats_embedded import EmbeddedNats
+from controller.natsserver.embedded import EmbeddedNats
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from conftest import Fleet
-from controller.deploy_steps import PyTarget, build_wheelhouse
-from controller.nats_embedded import EmbeddedNats
+from controller.deploy.steps import PyTarget, build_wheelhouse
+from controller.natsserver.embedded import EmbeddedNats
 
 INTERVAL = 0.5  # heartbeat interval of deployed test agents
 

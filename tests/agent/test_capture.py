@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.capture import PaneLog
+from agent.events.capture import PaneLog
 from protocol.emission import DEFAULT_BEGIN, DEFAULT_END, Emitted, Invalid
 
 

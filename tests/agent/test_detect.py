@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.detect import Match, StateTracker, bottom_lines, classify
-from agent.runtimes import (
+from agent.discovery.detect import Match, StateTracker, bottom_lines, classify
+from agent.discovery.runtimes import (
     DetectionRules,
     Rule,
     RuntimeSpec,

@@ -12,7 +12,7 @@ from typing import Any
 
 from agent.config import SessionSpec
 from conftest import Fleet, rows_by_session, wait_for
-from controller.nats_embedded import EmbeddedNats, free_port
+from controller.natsserver.embedded import EmbeddedNats, free_port
 from protocol.heartbeat import SessionKind
 
 STUB = [sys.executable, "-m", "agent", "stub"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import Outbox, OutboxFull
+from agent.events.outbox import Outbox, OutboxFull
 from protocol import decode
 from protocol.events import Event
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.runs import END_GRACE_S, RunTracker
+from agent.events.runs import END_GRACE_S, RunTracker
 from protocol.heartbeat import SessionState as S
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.detect import classify
-from agent.runtimes import load_runtimes, observed_runtime
-from agent.stub import EVENTS_BEGIN, EVENTS_END, parse_task
+from agent.discovery.detect import classify
+from agent.discovery.runtimes import load_runtimes, observed_runtime
+from agent.stub.app import EVENTS_BEGIN, EVENTS_END, parse_task
 from protocol.emission import EmissionParser, Emitted
 from protocol.heartbeat import SessionState
 

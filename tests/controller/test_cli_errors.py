@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from controller.nats_embedded import EmbeddedNats, free_port
+from controller.natsserver.embedded import EmbeddedNats, free_port
 
 FLEET = str(Path(sys.executable).parent / "fleet")
 
@@ -53,6 +53,6 @@ def test_nats_up_but_no_controller(tmp_path: Path) -> None:
 def test_cli_start_up_does_not_load_the_ssh_stack() -> None:
     """Every `fleet` command would pay asyncssh's import (a third of a second here) if the
     CLI loaded the deploy modules up front; only `fleet deploy` needs them."""
-    code = "import sys, controller.cli; sys.exit('asyncssh' in sys.modules)"
+    code = "import sys, controller.cli.app; sys.exit('asyncssh' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], timeout=60, check=False)
     assert done.returncode == 0

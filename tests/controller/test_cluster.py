@@ -17,10 +17,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from agent.natsconn import NatsSettings
+from common.natsconn import NatsSettings
 from conftest import BIN, Fleet, wait_for
-from controller.nats_embedded import EmbeddedNats, free_port
-from controller.streams import StreamSettings
+from controller.events.streams import StreamSettings
+from controller.natsserver.embedded import EmbeddedNats, free_port
 from protocol import subjects
 from test_events_delivery import (
     EVENTS_PER_RUN,

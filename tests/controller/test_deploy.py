@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, REPO, wait_for
-from controller.nats_embedded import nats_server_binary
+from controller.natsserver.embedded import nats_server_binary
 from netns import SecondHost, second_host_env, skip_reason, snapshot_wheelhouse, stub_roster
 
 DEPLOY = REPO / "deploy"

@@ -15,7 +15,7 @@ import pytest
 
 from agent.config import AgentConfig, SessionSpec
 from conftest import Fleet, wait_for
-from controller.nats_embedded import EmbeddedNats
+from controller.natsserver.embedded import EmbeddedNats
 from protocol.emission import DEFAULT_BEGIN, DEFAULT_END
 
 EVENTS_PER_RUN = 4  # run.started, tool_call, tool_result, run.completed

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.ingest import event_from_message
+from controller.events.ingest import event_from_message
 from protocol import encode, subjects
 from protocol.events import Event, SourceKind
 

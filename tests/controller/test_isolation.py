@@ -22,9 +22,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from conftest import wait_for
-from controller.ingest import replay
-from controller.nats_embedded import EmbeddedNats
-from controller.natsconfig import (
+from controller.events.ingest import replay
+from controller.events.streams import StreamSettings, ensure_stream
+from controller.natsserver.accounts import CLI_USER, TenancyStore, new_user_seed, reload_server
+from controller.natsserver.config import (
     TlsOptions,
     cli_inbox,
     controller_inbox,
@@ -32,8 +33,7 @@ from controller.natsconfig import (
     include_directive,
     render_tls,
 )
-from controller.streams import StreamSettings, ensure_stream
-from controller.tenancy import CLI_USER, TenancyStore, new_user_seed, reload_server
+from controller.natsserver.embedded import EmbeddedNats
 from protocol import subjects
 
 TENANTS = {"acme": ["h1", "h2"], "globex": ["g1"]}

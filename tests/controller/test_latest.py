@@ -7,7 +7,7 @@ import anyio
 import pytest
 from nats.aio.msg import Msg
 
-from controller.latest import Latest
+from controller.fleet.latest import Latest
 
 
 def msg(subject: str, data: bytes) -> Msg:
@@ -59,7 +59,7 @@ async def test_the_controller_does_not_judge_a_host_whose_heartbeat_it_holds(tmp
 
     from controller.config import ControllerConfig
     from controller.daemon import Controller
-    from controller.state import Transition
+    from controller.fleet.state import Transition
     from protocol import subjects
     from protocol.api import HostState
 
@@ -97,7 +97,7 @@ async def test_processing_yields_to_the_socket_reader_every_slice() -> None:
     reader can take in the socket and newer heartbeats can supersede waiting ones."""
     import time
 
-    from controller.latest import SLICE_S
+    from controller.fleet.latest import SLICE_S
 
     latest = Latest()
     for i in range(100):
@@ -209,6 +209,6 @@ async def test_a_controller_behind_is_never_held() -> None:
 
 
 def test_outside_an_asyncio_loop_nothing_is_held() -> None:
-    from controller.latest import loop_idle
+    from controller.fleet.latest import loop_idle
 
     assert loop_idle() is False  # no running asyncio loop: another backend, never held

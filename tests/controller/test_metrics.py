@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Fleet, wait_for
-from controller.metrics import FleetMetrics, parse_addr, serve_metrics
-from controller.state import Transition
+from controller.fleet.state import Transition
+from controller.reports.metrics import FleetMetrics, parse_addr, serve_metrics
 from protocol import encode, subjects
 from protocol.api import HostState
 from protocol.events import Event, SourceKind

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from test_state import hb
 
-from controller.persister import SNAPSHOT_PERSIST_S, Persister
-from controller.state import FleetState
-from controller.statedb import StateDB
+from controller.fleet.persister import SNAPSHOT_PERSIST_S, Persister
+from controller.fleet.state import FleetState
+from controller.fleet.statedb import StateDB
 
 
 def stored_seqs(db: StateDB) -> dict[str, int]:

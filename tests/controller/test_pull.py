@@ -10,9 +10,9 @@ import anyio
 import nats
 from nats.aio.msg import Msg
 
-from controller.nats_embedded import EmbeddedNats
-from controller.pull import BatchPull, stream_position
-from controller.streams import DURABLE, StreamSettings, ensure_consumer, ensure_stream
+from controller.events.pull import BatchPull, stream_position
+from controller.events.streams import DURABLE, StreamSettings, ensure_consumer, ensure_stream
+from controller.natsserver.embedded import EmbeddedNats
 from protocol import subjects
 
 

@@ -13,12 +13,12 @@ from xml.etree import ElementTree
 
 import pytest
 
-from controller.report_render import baseline_md, daily_svg, to_json, weekly_md
-from controller.report_weekly import week_range, weekly
-from controller.reports import baseline, load_inputs
-from controller.state import HostEntry, Transition
-from controller.statedb import StateDB
-from controller.store import EventStore
+from controller.events.store.core import EventStore
+from controller.fleet.state import HostEntry, Transition
+from controller.fleet.statedb import StateDB
+from controller.reports.evidence import baseline, load_inputs
+from controller.reports.render import baseline_md, daily_svg, to_json, weekly_md
+from controller.reports.weekly import week_range, weekly
 from protocol.api import HostState
 from protocol.events import Event, SourceKind, derived_boot_id
 from protocol.heartbeat import SessionSnapshot

@@ -8,9 +8,9 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.state import FleetState, percentiles
-from controller.statedb import StateDB
-from controller.views import ps_page
+from controller.api.views import ps_page
+from controller.fleet.state import FleetState, percentiles
+from controller.fleet.statedb import StateDB
 from protocol.api import Flag, HostState, PsRequest
 from protocol.heartbeat import Heartbeat, PaneState, SessionSnapshot
 from protocol.lifecycle import Lifecycle, LifecycleKind

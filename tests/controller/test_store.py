@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from controller.store import (
+from controller.events.store.core import (
     EventStore,
     SchemaVersionError,
     SeqGap,
@@ -21,7 +21,7 @@ from controller.store import (
     StoreError,
     StoreQueryError,
 )
-from controller.store_schema import SCHEMA_VERSION, migrate
+from controller.events.store.schema import SCHEMA_VERSION, migrate
 from protocol.events import Event, EventLink, LinkType, Severity, SourceKind
 
 EventFactory = Callable[..., Event]

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_store import dump, fts_is_consistent
 
-from controller.store import EventStore
+from controller.events.store.core import EventStore
 from protocol.events import Event, EventLink, LinkType
 
 KEYS = ["k1", "k2", "k3", "h1:b1:1", "h2:b1:2"]  # the last two name default keys

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.synth_runner import SynthesisRunner
-from controller.synthesis import SynthesisConfig
+from controller.events.synthesis.engine import SynthesisConfig
+from controller.events.synthesis.runner import SynthesisRunner
 from protocol.heartbeat import Heartbeat, SessionSnapshot, SessionState
 
 STALE_AFTER = 300.0

@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from controller.store import EventStore
-from controller.synthesis import LinkRequest, SynthesisConfig, Synthesizer
+from controller.events.store.core import EventStore
+from controller.events.synthesis.engine import LinkRequest, SynthesisConfig, Synthesizer
 from protocol.codec import decode, encode
 from protocol.events import Event, EventLink, LinkType, Severity, SourceKind
 from protocol.heartbeat import SessionSnapshot, SessionState

@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.config import SessionSpec
 from conftest import Fleet, wait_for
-from controller.synthesis import SynthesisConfig
+from controller.events.synthesis.engine import SynthesisConfig
 from test_events_delivery import send_prompts
 
 GRACE = 1.0

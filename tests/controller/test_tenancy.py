@@ -14,15 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import BIN
-from controller.nats_embedded import nats_server_binary
-from controller.natsconfig import (
+from controller.natsserver.accounts import TenancyError, TenancyStore, public_key_of
+from controller.natsserver.config import (
     TlsOptions,
     cli_permissions,
     host_permissions,
     render_server,
     tenant_controller_permissions,
 )
-from controller.tenancy import TenancyError, TenancyStore, public_key_of
+from controller.natsserver.embedded import nats_server_binary
 from protocol import subjects
 from protocol.ids import IdError
 

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from controller.state import Transition
-from controller.translog import HostChangeLog
+from controller.fleet.state import Transition
+from controller.fleet.translog import HostChangeLog
 from protocol.api import HostState
 from protocol.lifecycle import Lifecycle, LifecycleKind
 

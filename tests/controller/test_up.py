@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 from conftest import wait_for
-from controller.nats_embedded import free_port
+from controller.natsserver.embedded import free_port
 
 BIN = Path(sys.executable).parent
 

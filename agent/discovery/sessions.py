@@ -1,0 +1,166 @@
+"""The host agent's view of its sessions: roster + what tmux shows → SessionSnapshots.
+
+Pure bookkeeping: the daemon feeds it panes, process trees and screens each tick; it keeps
+what must survive between ticks (state trackers, since-times, restart counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from agent.config import SessionSpec
+from agent.discovery.detect import Match, StateTracker
+from agent.discovery.procs import ProcessTable
+from agent.discovery.runtimes import RuntimeSpec, observed_runtime
+from agent.discovery.tmux import Pane
+from protocol.heartbeat import BootEnabled, PaneState, SessionKind, SessionSnapshot, SessionState
+from protocol.ids import IdError, validate_session
+
+
+@dataclass(frozen=True, slots=True)
+class Screen:
+    lines: list[str]
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    session: str
+    old: SessionState
+    new: SessionState
+    at: float
+    match: Match | None
+
+
+@dataclass
+class _Tracked:
+    state: SessionState = SessionState.UNKNOWN
+    since: float | None = None
+    tracker: StateTracker | None = None
+    restarts: int = 0
+
+
+def primary_panes(panes: Sequence[Pane]) -> dict[str, Pane]:
+    """The first pane (lowest window, then pane index) of each session."""
+    out: dict[str, Pane] = {}
+    for pane in sorted(panes, key=lambda p: (p.session, p.window_index, p.pane_index)):
+        out.setdefault(pane.session, pane)
+    return out
+
+
+@dataclass
+class SessionTable:
+    roster: list[SessionSpec]
+    runtimes: Mapping[str, RuntimeSpec]
+    _tracked: dict[str, _Tracked] = field(default_factory=dict)
+    skipped_names: set[str] = field(default_factory=set)
+
+    def spec(self, name: str) -> SessionSpec | None:
+        return next((s for s in self.roster if s.name == name), None)
+
+    def note_restart(self, name: str) -> None:
+        self._tracked.setdefault(name, _Tracked()).restarts += 1
+
+    def last_match(self, name: str) -> Match | None:
+        tracked = self._tracked.get(name)
+        return tracked.tracker.last_match if tracked and tracked.tracker else None
+
+    def _observe(
+        self,
+        name: str,
+        runtime: str | None,
+        state: SessionState | None,
+        screen: Screen | None,
+        now: float,
+    ) -> tuple[SessionState, float, StateChange | None]:
+        tracked = self._tracked.setdefault(name, _Tracked())
+        if state is None:  # alive pane: the screen decides
+            spec = self.runtimes.get(runtime or "")
+            if spec is None or screen is None:
+                state = SessionState.UNKNOWN
+            else:
+                if tracked.tracker is None or tracked.tracker.rules is not spec.rules:
+                    tracked.tracker = StateTracker(spec.rules)
+                state, _ = tracked.tracker.observe(screen.lines, screen.title, now)
+        change = None
+        if state is not tracked.state or tracked.since is None:
+            match = tracked.tracker.last_match if tracked.tracker else None
+            if tracked.since is not None:
+                change = StateChange(name, tracked.state, state, now, match)
+            tracked.state, tracked.since = state, now
+        return state, tracked.since, change
+
+    def update(
+        self,
+        panes: Sequence[Pane],
+        procs: ProcessTable,
+        screens: Mapping[str, Screen],
+        boot: Mapping[str, BootEnabled],
+        now: float,
+    ) -> tuple[list[SessionSnapshot], list[StateChange]]:
+        by_name = primary_panes(panes)
+        snapshots: list[SessionSnapshot] = []
+        changes: list[StateChange] = []
+        roster_names = {s.name for s in self.roster}
+        for spec in self.roster:
+            pane = by_name.get(spec.name)
+            snap, change = self._snapshot(spec.name, spec, pane, procs, screens, boot, now)
+            snapshots.append(snap)
+            if change:
+                changes.append(change)
+        for name, pane in by_name.items():
+            if name in roster_names:
+                continue
+            try:
+                validate_session(name)
+            except IdError:
+                # A session someone made by hand with a name that cannot be a subject token.
+                self.skipped_names.add(name)
+                continue
+            snap, change = self._snapshot(name, None, pane, procs, screens, boot, now)
+            snapshots.append(snap)
+            if change:
+                changes.append(change)
+        for gone in set(self._tracked) - roster_names - set(by_name):
+            del self._tracked[gone]
+        return snapshots, changes
+
+    def _snapshot(
+        self,
+        name: str,
+        spec: SessionSpec | None,
+        pane: Pane | None,
+        procs: ProcessTable,
+        screens: Mapping[str, Screen],
+        boot: Mapping[str, BootEnabled],
+        now: float,
+    ) -> tuple[SessionSnapshot, StateChange | None]:
+        observed: str | None = None
+        if pane is None:
+            pane_state, fixed = PaneState.MISSING, SessionState.MISSING
+        elif pane.dead:
+            pane_state, fixed = PaneState.DEAD, SessionState.EXITED
+        else:
+            pane_state, fixed = PaneState.ALIVE, None
+            if pane.pid is not None:
+                observed = observed_runtime(procs.tree_cmdlines(pane.pid), self.runtimes)
+        detect_runtime = spec.runtime if spec else observed
+        state, since, change = self._observe(name, detect_runtime, fixed, screens.get(name), now)
+        snap = SessionSnapshot(
+            name=name,
+            runtime_configured=spec.runtime if spec else None,
+            runtime_observed=observed,
+            kind=spec.kind if spec else SessionKind.CORE,
+            managed=spec is not None,
+            pane=pane_state,
+            pid=pane.pid if pane else None,
+            state=state,
+            state_since=since,
+            last_output_at=pane.activity if pane else None,
+            boot_enabled=boot.get(name, BootEnabled.UNKNOWN),
+            exit_status=pane.dead_status if pane and pane.dead else None,
+            exit_signal=pane.dead_signal if pane and pane.dead else None,
+            restarts=self._tracked[name].restarts,
+        )
+        return snap, change

@@ -1,0 +1,5 @@
+import sys
+
+from agent.stub.app import main
+
+sys.exit(main())

@@ -1,0 +1,147 @@
+"""Routing operator commands: resolve the target session from fleet state, answer at once
+what the controller already knows (unknown session, host down or stopped), otherwise forward
+to the host agent and time the round trip."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import msgspec
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from controller.api.watch_relay import WatchRelay
+from controller.fleet.state import FleetState, HostKey
+from protocol import DecodeError, decode, encode, subjects
+from protocol.api import HostState
+from protocol.commands import Command, CommandRequest, CommandResult, Outcome, Spawn, Watch
+
+Observe = Callable[[CommandResult, str], None]
+
+
+def new_command_id() -> str:
+    return uuid.uuid4().hex
+
+
+def resolve(
+    state: FleetState, target: str, body_session: str, spawn: bool
+) -> tuple[str, str, str] | str:
+    """(tenant, host, session) for a target, or an error sentence.
+
+    Targets: SESSION, HOST/SESSION, TENANT/HOST/SESSION; for spawn TENANT/HOST or HOST.
+    """
+    parts = target.split("/")
+    if spawn:
+        if len(parts) == 2:
+            tenant, host = parts
+            return (
+                (tenant, host, body_session)
+                if (tenant, host) in state.hosts
+                else (f"unknown host {tenant}/{host}")
+            )
+        hosts = state.keys_named(parts[-1])
+        if len(hosts) == 1:
+            return (*hosts[0], body_session)
+        return (
+            f"unknown host {target}"
+            if not hosts
+            else (f"host {target} is ambiguous: " + ", ".join(f"{t}/{h}" for t, h in hosts))
+        )
+    if len(parts) > 3 or not all(parts):
+        return f"bad target {target!r}: use SESSION, HOST/SESSION or TENANT/HOST/SESSION"
+    if len(parts) == 3:
+        keys: Iterable[HostKey] = [(parts[0], parts[1])]
+    elif len(parts) == 2:
+        keys = state.keys_named(parts[0])
+    else:
+        keys = state.hosts  # a bare session name: any host may have it
+    matches = []
+    for key in keys:
+        entry = state.hosts.get(key)
+        if entry is not None and any(s.name == parts[-1] for s in entry.sessions):
+            matches.append((*key, parts[-1]))
+    if not matches:
+        return f"no session {target!r} in the fleet"
+    if len(matches) > 1:
+        return f"session {target!r} is ambiguous: " + ", ".join("/".join(m) for m in matches)
+    return matches[0]
+
+
+class CommandRouter:
+    def __init__(self, state: FleetState, connection: Callable[[str], Client | None]) -> None:
+        self.state = state
+        self.connection = connection  # the NATS connection of a tenant's account
+        self.round_trips_ms: deque[float] = deque(maxlen=10_000)
+        self.relay: WatchRelay | None = None
+
+    async def handle(self, req: CommandRequest) -> CommandResult:
+        command_id = req.command_id or new_command_id()
+        spawn = isinstance(req.body, Spawn)
+        where = resolve(self.state, req.target, req.body.session, spawn)
+        if isinstance(where, str):
+            outcome = Outcome.BAD_REQUEST if spawn else Outcome.UNKNOWN_SESSION
+            return CommandResult(command_id=command_id, outcome=outcome, message=where)
+        tenant, host, session = where
+
+        def answer(outcome: Outcome, message: str) -> CommandResult:
+            return CommandResult(
+                command_id=command_id,
+                outcome=outcome,
+                message=message,
+                tenant=tenant,
+                host=host,
+                session=session,
+            )
+
+        entry = self.state.hosts[(tenant, host)]
+        if entry.state in (HostState.DOWN, HostState.STOPPED):
+            since = time.strftime("%H:%M:%S", time.localtime(entry.state_since))
+            return answer(
+                Outcome.HOST_UNAVAILABLE,
+                f"host {tenant}/{host} is {entry.state.value} (since {since}); nothing was sent",
+            )
+        body = req.body
+        if body.session != session:
+            body = msgspec.structs.replace(body, session=session)
+        now = time.time()
+        cmd = Command(
+            command_id=command_id,
+            tenant=tenant,
+            host=host,
+            issued_by=req.issued_by,
+            issued_at=now,
+            deadline=now + req.timeout_s,
+            body=body,
+        )
+        nc = self.connection(tenant)
+        if nc is None:
+            return answer(Outcome.FAILED, "controller is not connected to NATS")
+        start = time.monotonic()
+        try:
+            msg = await nc.request(
+                subjects.command(tenant, host), encode(cmd), timeout=req.timeout_s
+            )
+        except NoRespondersError:
+            return answer(Outcome.HOST_UNAVAILABLE, f"no host agent listens for {tenant}/{host}")
+        except NatsTimeoutError:
+            return answer(
+                Outcome.TIMEOUT, f"{tenant}/{host} did not answer within {req.timeout_s:.0f}s"
+            )
+        rtt = round((time.monotonic() - start) * 1000, 2)
+        self.round_trips_ms.append(rtt)
+        try:
+            result = decode(msg.data, CommandResult)
+        except DecodeError as exc:
+            return answer(Outcome.FAILED, f"unreadable answer from {tenant}/{host}: {exc}")
+        if (
+            isinstance(body, Watch)
+            and req.deliver
+            and self.relay is not None
+            and (result.outcome is Outcome.OK)
+        ):
+            await self.relay.add((tenant, host, session), req.deliver, body.ttl_s)
+        return msgspec.structs.replace(result, round_trip_ms=rtt)

@@ -1,0 +1,172 @@
+"""The controller's evidence verbs: report.baseline, report.weekly, metrics.
+
+``register`` attaches a ``FleetMetrics`` to the controller (as ``controller.metrics``) and
+chains it onto the ingest hook, so every newly stored event is counted exactly once, in
+the order it was stored. Reports run in a worker thread over read-only connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import anyio
+import msgspec
+
+from controller.events.store.core import StoreError
+from controller.reports.evidence import baseline, load_inputs
+from controller.reports.metrics import FleetMetrics
+from controller.reports.render import fmt, fmt_change
+from controller.reports.weekly import weekly
+from protocol import encode, subjects
+from protocol.api import ApiError, ErrorCode
+from protocol.events import Event, SourceKind, derived_boot_id
+from protocol.reports_api import (
+    BaselineReply,
+    BaselineReport,
+    BaselineRequest,
+    Count,
+    MetricsReply,
+    MetricsRequest,
+    WeeklyReply,
+    WeeklyReport,
+    WeeklyRequest,
+)
+
+log = logging.getLogger(__name__)
+
+REPLY_BUDGET_BYTES: Final = 768 * 1024
+REPORT_HOST: Final = "controller"
+REPORT_SESSION: Final = "reports"
+
+
+def weekly_key(tenant: str | None, week: str) -> str:
+    return f"report.weekly:{tenant or 'all'}:{week}"
+
+
+def digest(report: WeeklyReport) -> tuple[str, dict[str, Any]]:
+    """The summary line and payload of the report.weekly event: the operator's inbox entry."""
+    totals = {t.metric: t for t in report.trends if t.group == "total"}
+    rate = totals["completion_rate"]
+    summary = (
+        f"weekly report {report.week} ({report.tenant or 'all tenants'}): "
+        f"{report.current.totals.runs} runs, {fmt(rate.current, 'completion_rate')} completed "
+        f"({fmt_change(rate.change, 'completion_rate')} vs {report.previous_week}), "
+        f"{totals['validation_errors'].current:.0f} validation errors, "
+        f"{report.current.sequence_gaps} sequence gaps, "
+        f"{len(report.current.host_down)} host down periods"
+    )
+    payload = {
+        "week": report.week,
+        "previous_week": report.previous_week,
+        "tenant": report.tenant,
+        "totals": {m: {"current": t.current, "change": t.change} for m, t in totals.items()},
+        "new_validation_reasons": [c.key for c in report.new_validation_reasons[:5]],
+        "operator_sessions": [t.key for t in report.operator_sessions[:5]],
+    }
+    return summary, payload
+
+
+def _fit_baseline(report: BaselineReport) -> BaselineReport:
+    # The per-session listing is the one that grows with the fleet; drop it first.
+    if len(encode(report)) <= REPLY_BUDGET_BYTES or not report.by_session:
+        return report
+    cut = Count(key="by_session", count=len(report.by_session))
+    return msgspec.structs.replace(report, by_session=[], truncated=[*report.truncated, cut])
+
+
+class ReportApi:
+    def __init__(self, controller: Any) -> None:
+        self.c = controller
+
+    def runtime_of(self, tenant: str, host: str, session: str) -> str:
+        entry = self.c.state.hosts.get((tenant, host))
+        for snap in entry.sessions if entry is not None else ():
+            if snap.name == session:
+                return snap.runtime_configured or snap.runtime_observed or "unknown"
+        return "unknown"
+
+    def external(self) -> dict[str, float]:
+        try:
+            gaps = self.c.store.total_gaps()
+        except StoreError:
+            gaps = 0  # the store is not open yet (or any more): nothing to count
+        return {**self.c.state.counters, "sequence_gaps": gaps}
+
+    async def baseline(self, req: BaselineRequest) -> BaselineReply:
+        def build() -> BaselineReport:
+            inputs = load_inputs(self.c.store, self.c.db, req.tenant)
+            return baseline(inputs, req.since, req.until, req.tenant)
+
+        return BaselineReply(report=_fit_baseline(await anyio.to_thread.run_sync(build)))
+
+    async def weekly(self, req: WeeklyRequest) -> WeeklyReply | ApiError:
+        tenants = list(self.c.config.tenants)
+        if req.tenant is not None and req.tenant not in tenants:
+            return ApiError(code=ErrorCode.BAD_REQUEST, message=f"unknown tenant {req.tenant!r}")
+
+        def build() -> WeeklyReport:
+            inputs = load_inputs(self.c.store, self.c.db, req.tenant)
+            return weekly(inputs, req.week, time.time(), req.tenant)
+
+        try:
+            report = await anyio.to_thread.run_sync(build)
+        except ValueError as exc:
+            return ApiError(code=ErrorCode.BAD_REQUEST, message=str(exc))
+        report = msgspec.structs.replace(report, current=_fit_baseline(report.current))
+        key = None
+        if req.post:
+            # One event per tenant and week (the key dedupes reruns); the fleet-wide digest
+            # goes into the first tenant's stream, since every event belongs to a stream.
+            key = weekly_key(req.tenant, report.week)
+            await self.post(req.tenant or sorted(tenants)[0], key, report)
+        return WeeklyReply(report=report, event_key=key)
+
+    async def post(self, tenant: str, key: str, report: WeeklyReport) -> None:
+        summary, payload = digest(report)
+        event = Event(
+            tenant=tenant,
+            host=REPORT_HOST,
+            session=REPORT_SESSION,
+            boot_id=derived_boot_id(key),
+            seq=0,
+            ts=time.time(),
+            event_type="report.weekly",
+            summary=summary,
+            source_kind=SourceKind.SYSTEM,
+            tags=["report", "report.weekly", f"week:{report.week}"],
+            payload=payload,
+            provenance="fleet report weekly",
+            idempotency_key=key,
+        )
+        subject = subjects.event(tenant, REPORT_HOST, REPORT_SESSION, event.event_type)
+        await self.c._publish_event(subject, encode(event), key)
+
+    async def metrics(self, _req: MetricsRequest) -> MetricsReply:
+        metrics: FleetMetrics = self.c.metrics
+        text = await anyio.to_thread.run_sync(metrics.render_prometheus)
+        snapshot = await anyio.to_thread.run_sync(metrics.snapshot)
+        return MetricsReply(text=text, snapshot=snapshot)
+
+
+def register(controller: Any) -> None:
+    api = ReportApi(controller)
+    if getattr(controller, "metrics", None) is None:
+        controller.metrics = FleetMetrics(runtime_of=api.runtime_of, external=api.external)
+    metrics: FleetMetrics = controller.metrics
+    downstream = controller.ingest.on_stored
+
+    async def on_stored(events: Sequence[Event], ids: Sequence[int | None]) -> None:
+        try:
+            metrics.observe_stored(events, ids)
+        except Exception:  # counting must never stop ingest
+            log.exception("metrics: counting stored events failed")
+        if downstream is not None:
+            await downstream(events, ids)
+
+    controller.ingest.on_stored = on_stored
+    controller.api.route("report.baseline", BaselineRequest, api.baseline)
+    controller.api.route("report.weekly", WeeklyRequest, api.weekly)
+    controller.api.route("metrics", MetricsRequest, api.metrics)

@@ -1,0 +1,152 @@
+"""How the CLI reaches the controller: one request on `fleet.ctl.<verb>`, clear errors.
+
+Where the controller is comes from (first wins) `--nats`, $FLEET_NATS_URL, or the context
+file `fleet up` writes (<user config dir>/agentfleet/context.toml), else nats://127.0.0.1:4222.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+import platformdirs
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from common.natsconn import NatsSettings, tls_context
+from protocol import DecodeError, decode, encode, subjects
+from protocol.api import ApiError
+
+T = TypeVar("T")
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+CONNECT_TIMEOUT_S = 1.5
+REQUEST_TIMEOUT_S = 5.0
+
+
+class ClientError(RuntimeError):
+    """The controller could not be reached or refused the request; the message says why."""
+
+    exit_code = 2
+
+
+class CommandRefused(ClientError):
+    """The controller answered, and the answer is no (unknown session, lease held, …)."""
+
+    exit_code = 1
+
+
+def context_path() -> Path:
+    return Path(platformdirs.user_config_dir("agentfleet")) / "context.toml"
+
+
+def write_context(settings: NatsSettings, path: Path | None = None) -> Path:
+    path = path or context_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = msgspec.to_builtins(settings)
+    lines = ["# written by `fleet up`: where the fleet CLI finds the controller", "[nats]"]
+    for key, value in data.items():
+        if value is not None:
+            lines.append(f"{key} = {msgspec.json.encode(value).decode()}")
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def resolve_settings(url: str | None = None, context: Path | None = None) -> NatsSettings:
+    if url:
+        return NatsSettings(servers=[u.strip() for u in url.split(",")])
+    env = os.environ.get("FLEET_NATS_URL")
+    if env:
+        return NatsSettings(servers=[u.strip() for u in env.split(",")])
+    env_context = os.environ.get("FLEET_CONTEXT")
+    path = context or (Path(env_context) if env_context else context_path())
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+            return msgspec.convert(raw.get("nats", {}), NatsSettings)
+        except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
+            raise ClientError(f"bad context file {path}: {exc}") from None
+    return NatsSettings(servers=[DEFAULT_URL])
+
+
+class ControllerClient:
+    def __init__(self, settings: NatsSettings, timeout: float = REQUEST_TIMEOUT_S) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self._nc: Any = None
+
+    @property
+    def url(self) -> str:
+        return ",".join(self.settings.servers)
+
+    async def __aenter__(self) -> ControllerClient:
+        kwargs: dict[str, Any] = {
+            "servers": self.settings.servers,
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "allow_reconnect": False,
+            # One try per server, then NoServersError (nats-py would otherwise loop forever).
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": 0.05,
+            "name": "fleet-cli",
+        }
+        if self.settings.credentials:
+            kwargs["user_credentials"] = self.settings.credentials
+        if self.settings.user:
+            kwargs["user"], kwargs["password"] = self.settings.user, self.settings.password
+        if self.settings.token:
+            kwargs["token"] = self.settings.token
+        if self.settings.nkey_seed:
+            kwargs["nkeys_seed"] = str(Path(self.settings.nkey_seed).expanduser())
+        if self.settings.inbox_prefix:
+            kwargs["inbox_prefix"] = self.settings.inbox_prefix
+        tls = tls_context(self.settings)
+        if tls is not None:
+            kwargs["tls"] = tls
+
+        errors: list[Exception] = []
+
+        async def remember(exc: Exception) -> None:
+            errors.append(exc)
+
+        kwargs["error_cb"] = remember
+        try:
+            self._nc = await nats.connect(**kwargs)
+        except Exception as exc:
+            cause = errors[-1] if errors else exc
+            reason = str(cause) or type(cause).__name__
+            raise ClientError(f"cannot reach NATS at {self.url}: {reason}") from None
+        return self
+
+    @property
+    def nc(self) -> Any:
+        return self._nc
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+    async def call(self, verb: str, request: Any, reply_type: type[T]) -> T:
+        subject = subjects.controller_api(verb)
+        try:
+            msg = await self._nc.request(subject, encode(request), timeout=self.timeout)
+        except NoRespondersError:
+            raise ClientError(
+                f"no controller is serving {subject} at {self.url} (is `fleet up` or "
+                "`fleet controller run` running?)"
+            ) from None
+        except NatsTimeoutError:
+            raise ClientError(
+                f"the controller at {self.url} did not answer {verb} within {self.timeout:.0f}s"
+            ) from None
+        try:
+            reply = decode(msg.data, reply_type | ApiError)  # type: ignore[operator]
+        except DecodeError as exc:
+            raise ClientError(f"unreadable reply to {verb}: {exc}") from None
+        if isinstance(reply, ApiError):
+            raise CommandRefused(f"{verb}: {reply.message} ({reply.code.value})")
+        return reply

@@ -1,0 +1,56 @@
+"""Fleet state to SQLite, off the event loop: hosts whose state changed at once, every other
+host's snapshot on a rolling slice so each is rewritten at least every SNAPSHOT_PERSIST_S,
+and the transitions recorded since the last write."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+
+from controller.fleet.state import FleetState, HostEntry, Transition
+from controller.fleet.statedb import StateDB
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_PERSIST_S = 60.0
+
+
+class Persister:
+    def __init__(self, db: StateDB, interval_s: float) -> None:
+        self.db = db
+        self.interval_s = interval_s
+        self._transitions: list[Transition] = []
+        self._roll = 0
+
+    def record(self, transition: Transition) -> None:
+        self._transitions.append(transition)
+
+    async def run(self, current: Callable[[], FleetState]) -> None:
+        """Every ``interval_s`` until cancelled; a failed write is logged and retried next time
+        (the dirty hosts it took are rewritten by the rolling slice)."""
+        while True:
+            await anyio.sleep(self.interval_s)
+            try:
+                await anyio.to_thread.run_sync(self.persist, current())
+            except Exception:
+                log.exception("persisting fleet state failed")
+
+    def persist(self, state: FleetState, everything: bool = False) -> None:
+        # Runs in a worker thread: it reads entries the loop may replace fields of, which is
+        # safe under the GIL (fields are reassigned, never mutated in place).
+        keys, state.dirty = state.dirty, set()
+        ordered = list(state.sorted_keys())
+        if everything:
+            keys.update(ordered)
+        elif ordered:
+            share = len(ordered) * self.interval_s / SNAPSHOT_PERSIST_S
+            count = max(1, int(share))
+            for _ in range(min(count, len(ordered))):
+                keys.add(ordered[self._roll % len(ordered)])
+                self._roll += 1
+        entries: list[HostEntry] = [state.hosts[k] for k in keys if k in state.hosts]
+        transitions, self._transitions = self._transitions, []
+        if entries or transitions:
+            self.db.save(entries, transitions)
