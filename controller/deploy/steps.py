@@ -23,7 +23,7 @@ import platformdirs
 
 from common.version import VERSION
 
-SOURCE_PARTS = ("protocol", "agent", "controller", "pyproject.toml", "README.md")
+SOURCE_PARTS = ("protocol", "common", "agent", "controller", "pyproject.toml", "README.md")
 CACHE_KEEP = 4  # wheelhouses kept in the cache
 
 
