@@ -173,7 +173,7 @@ def test_deploy_help_names_the_options() -> None:
 
 
 def test_the_packaged_unit_is_the_one_in_deploy() -> None:
-    # The wheel ships controller/templates/ for installs without a source tree: same bytes.
+    # The wheel ships controller/deploy/templates/ for installs without a source tree: same bytes.
     repo = Path(__file__).resolve().parents[2]
-    packaged = repo / "controller" / "templates" / "fleet-agent@.service"
+    packaged = repo / "controller" / "deploy" / "templates" / "fleet-agent@.service"
     assert packaged.read_bytes() == (repo / "deploy" / "fleet-agent@.service").read_bytes()
