@@ -57,9 +57,40 @@ install_python_env() {
     fi
 }
 
+# The real agent CLIs the system tests drive (tests/system/test_real_cli.py, docs/runtimes.md),
+# pinned, installed into a per-user cache outside the checkout (so a fresh clone reuses it;
+# $AGENTFLEET_CLI_DIR overrides) only when missing or when the pinned list changed.
+AGENT_CLIS=(
+    @anthropic-ai/claude-code@2.1.197
+    @openai/codex@0.171.0
+    @mariozechner/pi-coding-agent@0.73.1
+)
+export AGENTFLEET_CLI_DIR="${AGENTFLEET_CLI_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/agentfleet/agent-clis}"
+CLI_DIR="$AGENTFLEET_CLI_DIR"
+
+install_agent_clis() {
+    if ! command -v npm >/dev/null; then
+        log "npm not found: skipping the agent CLIs (${AGENT_CLIS[*]}); their tests will skip"
+        return 0
+    fi
+    local stamp="$CLI_DIR/.agentfleet-clis"
+    local want="${AGENT_CLIS[*]}"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
+        || [ ! -x "$CLI_DIR/node_modules/.bin/claude" ] \
+        || [ ! -x "$CLI_DIR/node_modules/.bin/codex" ] \
+        || [ ! -x "$CLI_DIR/node_modules/.bin/pi" ]; then
+        log "installing agent CLIs into $CLI_DIR: $want"
+        mkdir -p "$CLI_DIR"
+        npm install --prefix "$CLI_DIR" --no-audit --no-fund --loglevel=error "${AGENT_CLIS[@]}" \
+            >/dev/null
+        echo "$want" >"$stamp"
+    fi
+}
+
 setup() {
     install_system_packages
     install_python_env
+    install_agent_clis
 }
 
 cmd="${1:-}"
