@@ -3,8 +3,9 @@
 
     .venv/bin/python scripts/record_screens.py [claude codex pi] [--out tests/fixtures/screens]
 
-Each runtime (installed by `./dev.sh setup` into ~/.cache/agentfleet/agent-clis) runs in a private tmux
-server (120x40) against the fake model (tests/support/fake_model.py) and is driven through:
+Each runtime (installed by `./dev.sh setup` into ~/.cache/agentfleet/agent-clis) runs in a
+private tmux server (120x40) against the fake model (tests/support/fake_model.py) and is driven
+through:
 idle, a streamed answer (working), an answer before its first token (working-silent), its
 interrupt (after-cancel; Codex's Ctrl-C "Task is still running" menu), a tool call needing
 approval (blocked-approval; pi: after-tool, it never asks), and the first-run dialogs the
@@ -39,11 +40,13 @@ SLOW_TEXT = "\n".join(" ".join(WORDS[i : i + 8]) for i in range(0, len(WORDS), 8
 
 
 def script(touch: Path) -> Script:
-    return (Script()
-            .on("quick", text("Quick answer: 42."))
-            .on("silent", silent(6, "Finally an answer."))
-            .on("slow", stream(SLOW_TEXT, 16))
-            .on("runit", tool_call(f"touch {touch}")))
+    return (
+        Script()
+        .on("quick", text("Quick answer: 42."))
+        .on("silent", silent(6, "Finally an answer."))
+        .on("slow", stream(SLOW_TEXT, 16))
+        .on("runit", tool_call(f"touch {touch}"))
+    )
 
 
 class Recorder:
@@ -66,21 +69,24 @@ class Recorder:
         return name
 
     def finish(self) -> None:
-        (self.dir / "index.json").write_text(json.dumps(self.index, indent=2, sort_keys=True)
-                                             + "\n")
+        (self.dir / "index.json").write_text(
+            json.dumps(self.index, indent=2, sort_keys=True) + "\n"
+        )
 
 
 def words_shown(k: int, times: int = 1) -> Callable[[str, str], bool]:
     return lambda s, t: s.count(f"word{k} ") >= times
 
 
-def record_codex_daemon_menu(rec: Recorder, tmux: realcli.Tmux, model: FakeModel, work: Path,
-                             binary: Path) -> None:
+def record_codex_daemon_menu(
+    rec: Recorder, tmux: realcli.Tmux, model: FakeModel, work: Path, binary: Path
+) -> None:
     """Codex as users run it by default, on its background app-server daemon: Ctrl-C while it
     works opens the "Task is still running" menu (with --no-daemon it interrupts at once)."""
     signs = realcli.SIGNS["codex"]
-    pane, launch = realcli.start_runtime(tmux, "codex", work / "codex-daemon", model.url,
-                                         name="daemon", binary=binary, daemon=True)
+    pane, launch = realcli.start_runtime(
+        tmux, "codex", work / "codex-daemon", model.url, name="daemon", binary=binary, daemon=True
+    )
     try:
         pane.wait_for(signs.is_idle, 30, what="idle (daemon)")
         realcli.submit(pane, "slow stream on the daemon")
@@ -88,15 +94,22 @@ def record_codex_daemon_menu(rec: Recorder, tmux: realcli.Tmux, model: FakeModel
         pane.wait_for(words_shown(2), 15, what="word2 streamed")
         pane.send_keys("C-c")
         pane.wait_for("Task is still running", 5, what="codex's Ctrl-C menu")
-        rec.save(pane, "blocked-task-menu", "blocked",
-                 "Ctrl-C while working (daemon mode): 'Task is still running' menu")
+        rec.save(
+            pane,
+            "blocked-task-menu",
+            "blocked",
+            "Ctrl-C while working (daemon mode): 'Task is still running' menu",
+        )
         pane.send_keys("Escape")  # back to the running task
         pane.wait_gone("Task is still running", 5)
         pane.wait_for(words_shown(12), 15, what="word12 streamed")
         rec.save(pane, "working", "working", "back from the Ctrl-C menu, still streaming")
         pane.send_keys("Escape")
-        pane.wait_for(lambda s, t: "Conversation interrupted" in s and signs.is_idle(s, t), 10,
-                      what="the interrupt (daemon)")
+        pane.wait_for(
+            lambda s, t: "Conversation interrupted" in s and signs.is_idle(s, t),
+            10,
+            what="the interrupt (daemon)",
+        )
     finally:
         tmux.run("kill-session", "-t", "daemon", check=False)
         runtime_home.stop_codex_daemon(launch)
@@ -112,22 +125,27 @@ def record_runtime(runtime: str, out: Path, work: Path) -> None:
     touch = work / f"touched-{runtime}"
     print(f"{runtime}:")
     with FakeModel(script(touch)) as model, realcli.Tmux(f"rec-{runtime}") as tmux:
-        pane, _ = realcli.start_runtime(tmux, runtime, work / runtime, model.url,
-                                        binary=binary)
+        pane, _ = realcli.start_runtime(tmux, runtime, work / runtime, model.url, binary=binary)
         pane.wait_for(signs.is_idle, 30, what="idle")
         rec.save(pane, "idle", "idle", "fresh start, seeded home")
 
         realcli.submit(pane, "quick question please")
-        pane.wait_for(lambda s, t: "Quick answer: 42." in s and signs.is_idle(s, t), 20,
-                      what="the quick answer")
+        pane.wait_for(
+            lambda s, t: "Quick answer: 42." in s and signs.is_idle(s, t),
+            20,
+            what="the quick answer",
+        )
         rec.save(pane, "idle", "idle", "after a short answer")
 
         realcli.submit(pane, "stay silent first")
         model.wait_for_prompt("stay silent", 10)
         pane.wait_for(signs.is_working, 10, what="working before the first token")
         rec.save(pane, "working-silent", "working", "request sent, no token yet")
-        pane.wait_for(lambda s, t: "Finally an answer." in s and signs.is_idle(s, t), 20,
-                      what="the silent answer")
+        pane.wait_for(
+            lambda s, t: "Finally an answer." in s and signs.is_idle(s, t),
+            20,
+            what="the silent answer",
+        )
 
         realcli.submit(pane, "slow stream please")
         model.wait_for_prompt("slow stream", 10)
@@ -135,10 +153,12 @@ def record_runtime(runtime: str, out: Path, work: Path) -> None:
             pane.wait_for(words_shown(k), 15, what=f"word{k} streamed")
             rec.save(pane, "working", "working", f"streaming, word{k} shown")
         pane.send_keys("Escape")
-        cancelled = {"claude": "Interrupted", "codex": "Conversation interrupted",
-                     "pi": "Operation aborted"}[runtime]
-        pane.wait_for(lambda s, t: cancelled in s and signs.is_idle(s, t), 10,
-                      what="the interrupt")
+        cancelled = {
+            "claude": "Interrupted",
+            "codex": "Conversation interrupted",
+            "pi": "Operation aborted",
+        }[runtime]
+        pane.wait_for(lambda s, t: cancelled in s and signs.is_idle(s, t), 10, what="the interrupt")
         rec.save(pane, "after-cancel", "idle", "Escape during streaming")
 
         if runtime == "claude":
@@ -146,8 +166,11 @@ def record_runtime(runtime: str, out: Path, work: Path) -> None:
             model.wait_for_prompt("slow stream again", 10)
             pane.wait_for(words_shown(2, times=2), 15, what="word2 streamed again")
             pane.send_keys("C-c")
-            pane.wait_for(lambda s, t: s.count("Interrupted") >= 2 and signs.is_idle(s, t), 10,
-                          what="the Ctrl-C interrupt")
+            pane.wait_for(
+                lambda s, t: s.count("Interrupted") >= 2 and signs.is_idle(s, t),
+                10,
+                what="the Ctrl-C interrupt",
+            )
             rec.save(pane, "after-cancel", "idle", "Ctrl-C during streaming")
 
         realcli.submit(pane, "please runit now")
@@ -166,37 +189,73 @@ def record_runtime(runtime: str, out: Path, work: Path) -> None:
             pane.wait_for(lambda s, t: signs.is_idle(s, t), 15, what="idle after declining")
             rec.save(pane, "after-decline", "idle", "Escape on the approval dialog")
         else:
-            pane.wait_for(lambda s, t: "The command finished." in s and signs.is_idle(s, t), 15,
-                          what="the tool run and the answer")
-            rec.save(pane, "after-tool", "idle", "bash tool ran without asking (pi has no "
-                     "approvals)")
+            pane.wait_for(
+                lambda s, t: "The command finished." in s and signs.is_idle(s, t),
+                15,
+                what="the tool run and the answer",
+            )
+            rec.save(
+                pane, "after-tool", "idle", "bash tool ran without asking (pi has no approvals)"
+            )
 
         if runtime == "claude":
-            pane2, _ = realcli.start_runtime(tmux, runtime, work / "claude-untrusted",
-                                             model.url, name="untrusted", binary=binary,
-                                             trust=False)
+            pane2, _ = realcli.start_runtime(
+                tmux,
+                runtime,
+                work / "claude-untrusted",
+                model.url,
+                name="untrusted",
+                binary=binary,
+                trust=False,
+            )
             pane2.wait_for("Yes, I trust this folder", 30, what="the trust dialog")
             rec.save(pane2, "blocked-trust", "blocked", "first run in an untrusted folder")
-            pane3, _ = realcli.start_runtime(tmux, runtime, work / "claude-key", model.url,
-                                             name="key", binary=binary, approve_key=False)
-            pane3.wait_for(lambda s, t: "API key" in s or signs.is_idle(s, t), 30,
-                           what="the API-key dialog")
-            rec.save(pane3, "blocked-apikey", "blocked" if "API key" in pane3.capture()
-                     else "idle", "ANTHROPIC_API_KEY not yet approved")
+            pane3, _ = realcli.start_runtime(
+                tmux,
+                runtime,
+                work / "claude-key",
+                model.url,
+                name="key",
+                binary=binary,
+                approve_key=False,
+            )
+            pane3.wait_for(
+                lambda s, t: "API key" in s or signs.is_idle(s, t), 30, what="the API-key dialog"
+            )
+            rec.save(
+                pane3,
+                "blocked-apikey",
+                "blocked" if "API key" in pane3.capture() else "idle",
+                "ANTHROPIC_API_KEY not yet approved",
+            )
         if runtime == "codex":
             record_codex_daemon_menu(rec, tmux, model, work, binary)
             # Codex asks about trust only for a folder inside a git repository.
             (work / "codex-untrusted" / "project").mkdir(parents=True, exist_ok=True)
-            subprocess.run(["git", "init", "-q", str(work / "codex-untrusted" / "project")],
-                           check=True)
-            pane2, _ = realcli.start_runtime(tmux, runtime, work / "codex-untrusted",
-                                             model.url, name="untrusted", binary=binary,
-                                             trust=False)
-            pane2.wait_for(lambda s, t: "Trust this folder?" in s or signs.is_idle(s, t), 30,
-                           what="the trust dialog or idle")
+            subprocess.run(
+                ["git", "init", "-q", str(work / "codex-untrusted" / "project")], check=True
+            )
+            pane2, _ = realcli.start_runtime(
+                tmux,
+                runtime,
+                work / "codex-untrusted",
+                model.url,
+                name="untrusted",
+                binary=binary,
+                trust=False,
+            )
+            pane2.wait_for(
+                lambda s, t: "Trust this folder?" in s or signs.is_idle(s, t),
+                30,
+                what="the trust dialog or idle",
+            )
             trust = "Trust this folder?" in pane2.capture()
-            rec.save(pane2, "blocked-trust" if trust else "idle-untrusted",
-                     "blocked" if trust else "idle", "first run in an untrusted folder")
+            rec.save(
+                pane2,
+                "blocked-trust" if trust else "idle-untrusted",
+                "blocked" if trust else "idle",
+                "first run in an untrusted folder",
+            )
     rec.finish()
 
 

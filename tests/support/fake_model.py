@@ -172,19 +172,28 @@ def responses_prompt(body: dict[str, Any]) -> tuple[str, bool]:
     if isinstance(items, str):
         return items, False
     items = items or []
-    after_tool = bool(items) and isinstance(items[-1], dict) and items[-1].get("type") in (
-        "function_call_output",
-        "custom_tool_call_output",
-        "local_shell_call_output",
+    after_tool = (
+        bool(items)
+        and isinstance(items[-1], dict)
+        and items[-1].get("type")
+        in (
+            "function_call_output",
+            "custom_tool_call_output",
+            "local_shell_call_output",
+        )
     )
     for item in reversed(items):
         if not isinstance(item, dict) or item.get("role") != "user":
             continue
         texts = [t for t in _texts(item.get("content")) if t.strip()]
         # Codex sends its environment context and AGENTS.md as user messages too.
-        texts = [t for t in texts if not t.lstrip().startswith(("<environment_context>",
-                                                                 "<user_instructions>",
-                                                                 "# AGENTS.md"))]
+        texts = [
+            t
+            for t in texts
+            if not t.lstrip().startswith(
+                ("<environment_context>", "<user_instructions>", "# AGENTS.md")
+            )
+        ]
         if texts:
             return "\n".join(texts), after_tool
     return "", after_tool
@@ -224,8 +233,10 @@ def shell_call(body: dict[str, Any], command: str) -> tuple[str, dict[str, Any]]
     approval policy always puts to the user; Claude Code asks for any Bash command not allowed
     by its settings; pi runs its bash tool without asking."""
     names = _tool_names(body)
-    escalate = {"sandbox_permissions": "require_escalated",
-                "justification": "The fake model wants to run this command."}
+    escalate = {
+        "sandbox_permissions": "require_escalated",
+        "justification": "The fake model wants to run this command.",
+    }
     candidates: list[tuple[str, dict[str, Any]]] = [
         ("Bash", {"command": command, "description": "Run a command"}),  # Claude Code
         ("bash", {"command": command}),  # pi
@@ -307,8 +318,10 @@ class FakeModel:
 
     def start(self) -> FakeModel:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="fake-model", daemon=True,
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-model",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -372,13 +385,25 @@ class FakeModel:
     def _get(self, h: BaseHTTPRequestHandler) -> None:
         path = h.path.split("?", 1)[0]
         if path.rstrip("/") in ("/v1/models", "/models"):
-            self._json(h, 200, {
-                "object": "list",
-                "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "fake",
-                          "type": "model", "display_name": "Fake model"}],
-                "models": [],
-                "has_more": False,
-            })
+            self._json(
+                h,
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": MODEL_ID,
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": "fake",
+                            "type": "model",
+                            "display_name": "Fake model",
+                        }
+                    ],
+                    "models": [],
+                    "has_more": False,
+                },
+            )
             return
         self._unknown(h, path)
 
@@ -427,22 +452,47 @@ class FakeModel:
     def _unknown(self, h: BaseHTTPRequestHandler, path: str) -> None:
         with self._lock:
             self.unknown.append((h.command, path))
-        self._json(h, 404, {"type": "error",
-                            "error": {"type": "not_found_error", "message": f"no {path}"}})
+        self._json(
+            h, 404, {"type": "error", "error": {"type": "not_found_error", "message": f"no {path}"}}
+        )
 
-    def _record(self, h: BaseHTTPRequestHandler, path: str, api: str, body: dict[str, Any],
-                behaviour: str, *, main: bool, prompt: str = "", after_tool: bool = False,
-                ) -> Request:
-        r = Request(path=path, method=h.command, api=api, prompt=prompt, main=main,
-                    after_tool=after_tool, behaviour=behaviour, body=body,
-                    user_agent=h.headers.get("User-Agent", ""))
+    def _record(
+        self,
+        h: BaseHTTPRequestHandler,
+        path: str,
+        api: str,
+        body: dict[str, Any],
+        behaviour: str,
+        *,
+        main: bool,
+        prompt: str = "",
+        after_tool: bool = False,
+    ) -> Request:
+        r = Request(
+            path=path,
+            method=h.command,
+            api=api,
+            prompt=prompt,
+            main=main,
+            after_tool=after_tool,
+            behaviour=behaviour,
+            body=body,
+            user_agent=h.headers.get("User-Agent", ""),
+        )
         with self._cond:
             self.requests.append(r)
             self._cond.notify_all()
         return r
 
-    def _serve(self, h: BaseHTTPRequestHandler, path: str, api: str, body: dict[str, Any],
-               prompt: str, after_tool: bool) -> None:
+    def _serve(
+        self,
+        h: BaseHTTPRequestHandler,
+        path: str,
+        api: str,
+        body: dict[str, Any],
+        prompt: str,
+        after_tool: bool,
+    ) -> None:
         main = bool(body.get("tools"))
         if not main:
             b = text(SIDE_ANSWER)
@@ -450,20 +500,27 @@ class FakeModel:
             b = text(self.script.after_tool)
         else:
             b = self.script.pick(prompt)
-        r = self._record(h, path, api, body, b.kind, main=main, prompt=prompt,
-                         after_tool=after_tool)
+        r = self._record(
+            h, path, api, body, b.kind, main=main, prompt=prompt, after_tool=after_tool
+        )
         try:
             if b.kind == "silent":
                 time.sleep(b.seconds)
             if b.kind == "error":
                 self._error(h, api, b.status, b.message)
             elif body.get("stream"):
-                events = {"anthropic": self._anthropic_events, "responses": self._responses_events,
-                          "chat": self._chat_events}[api](body, b)
+                events = {
+                    "anthropic": self._anthropic_events,
+                    "responses": self._responses_events,
+                    "chat": self._chat_events,
+                }[api](body, b)
                 self._sse(h, events, api)
             else:
-                payload = {"anthropic": self._anthropic_json, "responses": self._responses_json,
-                           "chat": self._chat_json}[api](body, b)
+                payload = {
+                    "anthropic": self._anthropic_json,
+                    "responses": self._responses_json,
+                    "chat": self._chat_json,
+                }[api](body, b)
                 self._json(h, 200, payload)
         except (_HungUp, BrokenPipeError, ConnectionResetError):
             r.hung_up = True
@@ -487,17 +544,32 @@ class FakeModel:
 
     def _error(self, h: BaseHTTPRequestHandler, api: str, status: int, message: str) -> None:
         if api == "anthropic":
-            kind = {400: "invalid_request_error", 401: "authentication_error",
-                    403: "permission_error", 404: "not_found_error", 429: "rate_limit_error",
-                    529: "overloaded_error"}.get(status, "api_error")
+            kind = {
+                400: "invalid_request_error",
+                401: "authentication_error",
+                403: "permission_error",
+                404: "not_found_error",
+                429: "rate_limit_error",
+                529: "overloaded_error",
+            }.get(status, "api_error")
             payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
         else:
-            payload = {"error": {"message": message, "type": "invalid_request_error",
-                                 "code": None, "param": None}}
+            payload = {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "code": None,
+                    "param": None,
+                }
+            }
         self._json(h, status, payload)
 
-    def _sse(self, h: BaseHTTPRequestHandler, events: Iterator[tuple[str, dict[str, Any]] | float],
-             api: str) -> None:
+    def _sse(
+        self,
+        h: BaseHTTPRequestHandler,
+        events: Iterator[tuple[str, dict[str, Any]] | float],
+        api: str,
+    ) -> None:
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream")
         h.send_header("Cache-Control", "no-cache")
@@ -542,25 +614,59 @@ class FakeModel:
             if b.text:
                 content.append({"type": "text", "text": b.text})
             name, args = shell_call(body, b.command)
-            content.append({"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:20],
-                            "name": name, "input": args})
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": "toolu_" + uuid.uuid4().hex[:20],
+                    "name": name,
+                    "input": args,
+                }
+            )
             stop = "tool_use"
         else:
             content.append({"type": "text", "text": b.text})
-        return {"id": "msg_" + uuid.uuid4().hex[:20], "type": "message", "role": "assistant",
-                "model": body.get("model", MODEL_ID), "content": content, "stop_reason": stop,
-                "stop_sequence": None,
-                "usage": {"input_tokens": 10, "output_tokens": 10,
-                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
-
-    def _anthropic_events(self, body: dict[str, Any], b: Behaviour,
-                          ) -> Iterator[tuple[str, dict[str, Any]] | float]:
-        yield "message_start", {"type": "message_start", "message": {
-            "id": "msg_" + uuid.uuid4().hex[:20], "type": "message", "role": "assistant",
-            "model": body.get("model", MODEL_ID), "content": [], "stop_reason": None,
+        return {
+            "id": "msg_" + uuid.uuid4().hex[:20],
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", MODEL_ID),
+            "content": content,
+            "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 1, "cache_creation_input_tokens": 0,
-                      "cache_read_input_tokens": 0}}}
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 10,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+
+    def _anthropic_events(
+        self,
+        body: dict[str, Any],
+        b: Behaviour,
+    ) -> Iterator[tuple[str, dict[str, Any]] | float]:
+        yield (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_" + uuid.uuid4().hex[:20],
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body.get("model", MODEL_ID),
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": 10,
+                        "output_tokens": 1,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                    },
+                },
+            },
+        )
         index = 0
         stop = "end_turn"
         if b.kind == "tool_call":
@@ -568,36 +674,70 @@ class FakeModel:
                 yield from self._anthropic_text_block(index, [b.text], 0.0)
                 index += 1
             name, args = shell_call(body, b.command)
-            yield "content_block_start", {"type": "content_block_start", "index": index,
-                                          "content_block": {"type": "tool_use",
-                                                            "id": "toolu_" + uuid.uuid4().hex[:20],
-                                                            "name": name, "input": {}}}
+            yield (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": "toolu_" + uuid.uuid4().hex[:20],
+                        "name": name,
+                        "input": {},
+                    },
+                },
+            )
             raw = json.dumps(args)
             half = len(raw) // 2
             for part in (raw[:half], raw[half:]):
-                yield "content_block_delta", {"type": "content_block_delta", "index": index,
-                                              "delta": {"type": "input_json_delta",
-                                                        "partial_json": part}}
+                yield (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": part},
+                    },
+                )
             yield "content_block_stop", {"type": "content_block_stop", "index": index}
             stop = "tool_use"
         else:
             chunks, gap = self._pace(b)
             yield from self._anthropic_text_block(index, chunks, gap)
-        yield "message_delta", {"type": "message_delta",
-                                "delta": {"stop_reason": stop, "stop_sequence": None},
-                                "usage": {"output_tokens": 10}}
+        yield (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": 10},
+            },
+        )
         yield "message_stop", {"type": "message_stop"}
 
     @staticmethod
-    def _anthropic_text_block(index: int, chunks: list[str], gap: float,
-                              ) -> Iterator[tuple[str, dict[str, Any]] | float]:
-        yield "content_block_start", {"type": "content_block_start", "index": index,
-                                      "content_block": {"type": "text", "text": ""}}
+    def _anthropic_text_block(
+        index: int,
+        chunks: list[str],
+        gap: float,
+    ) -> Iterator[tuple[str, dict[str, Any]] | float]:
+        yield (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "text", "text": ""},
+            },
+        )
         for c in chunks:
             if gap:
                 yield gap
-            yield "content_block_delta", {"type": "content_block_delta", "index": index,
-                                          "delta": {"type": "text_delta", "text": c}}
+            yield (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "text_delta", "text": c},
+                },
+            )
         yield "content_block_stop", {"type": "content_block_stop", "index": index}
 
     # OpenAI Responses
@@ -606,86 +746,188 @@ class FakeModel:
         items: list[dict[str, Any]] = []
         if b.kind == "tool_call":
             name, args = shell_call(body, b.command)
-            items.append({"type": "function_call", "id": "fc_" + uuid.uuid4().hex[:20],
-                          "call_id": "call_" + uuid.uuid4().hex[:20], "name": name,
-                          "arguments": json.dumps(args), "status": "completed"})
+            items.append(
+                {
+                    "type": "function_call",
+                    "id": "fc_" + uuid.uuid4().hex[:20],
+                    "call_id": "call_" + uuid.uuid4().hex[:20],
+                    "name": name,
+                    "arguments": json.dumps(args),
+                    "status": "completed",
+                }
+            )
         else:
-            items.append({"type": "message", "id": "msg_" + uuid.uuid4().hex[:20],
-                          "role": "assistant", "status": "completed",
-                          "content": [{"type": "output_text", "text": b.text,
-                                       "annotations": []}]})
+            items.append(
+                {
+                    "type": "message",
+                    "id": "msg_" + uuid.uuid4().hex[:20],
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": b.text, "annotations": []}],
+                }
+            )
         return items
 
     @staticmethod
-    def _response_obj(body: dict[str, Any], rid: str, status: str,
-                      output: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"id": rid, "object": "response", "created_at": int(time.time()),
-                "status": status, "model": body.get("model", MODEL_ID), "output": output,
-                "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
-                          "output_tokens": 10, "output_tokens_details": {"reasoning_tokens": 0},
-                          "total_tokens": 20} if status == "completed" else None}
+    def _response_obj(
+        body: dict[str, Any], rid: str, status: str, output: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return {
+            "id": rid,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "model": body.get("model", MODEL_ID),
+            "output": output,
+            "usage": {
+                "input_tokens": 10,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 10,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 20,
+            }
+            if status == "completed"
+            else None,
+        }
 
     def _responses_json(self, body: dict[str, Any], b: Behaviour) -> dict[str, Any]:
         rid = "resp_" + uuid.uuid4().hex[:20]
         return self._response_obj(body, rid, "completed", self._responses_items(body, b))
 
-    def _responses_events(self, body: dict[str, Any], b: Behaviour,
-                          ) -> Iterator[tuple[str, dict[str, Any]] | float]:
+    def _responses_events(
+        self,
+        body: dict[str, Any],
+        b: Behaviour,
+    ) -> Iterator[tuple[str, dict[str, Any]] | float]:
         rid = "resp_" + uuid.uuid4().hex[:20]
         seq = iter(range(1_000_000))
-        yield "response.created", {"type": "response.created", "sequence_number": next(seq),
-                                   "response": self._response_obj(body, rid, "in_progress", [])}
-        yield "response.in_progress", {"type": "response.in_progress",
-                                       "sequence_number": next(seq),
-                                       "response": self._response_obj(body, rid, "in_progress",
-                                                                      [])}
+        yield (
+            "response.created",
+            {
+                "type": "response.created",
+                "sequence_number": next(seq),
+                "response": self._response_obj(body, rid, "in_progress", []),
+            },
+        )
+        yield (
+            "response.in_progress",
+            {
+                "type": "response.in_progress",
+                "sequence_number": next(seq),
+                "response": self._response_obj(body, rid, "in_progress", []),
+            },
+        )
         items = self._responses_items(body, b)
         for i, item in enumerate(items):
             if item["type"] == "message":
                 started = dict(item, status="in_progress", content=[])
-                yield "response.output_item.added", {"type": "response.output_item.added",
-                                                     "sequence_number": next(seq),
-                                                     "output_index": i, "item": started}
+                yield (
+                    "response.output_item.added",
+                    {
+                        "type": "response.output_item.added",
+                        "sequence_number": next(seq),
+                        "output_index": i,
+                        "item": started,
+                    },
+                )
                 part = {"type": "output_text", "text": "", "annotations": []}
-                yield "response.content_part.added", {
-                    "type": "response.content_part.added", "sequence_number": next(seq),
-                    "item_id": item["id"], "output_index": i, "content_index": 0, "part": part}
+                yield (
+                    "response.content_part.added",
+                    {
+                        "type": "response.content_part.added",
+                        "sequence_number": next(seq),
+                        "item_id": item["id"],
+                        "output_index": i,
+                        "content_index": 0,
+                        "part": part,
+                    },
+                )
                 chunks, gap = self._pace(b)
                 for c in chunks:
                     if gap:
                         yield gap
-                    yield "response.output_text.delta", {
-                        "type": "response.output_text.delta", "sequence_number": next(seq),
-                        "item_id": item["id"], "output_index": i, "content_index": 0,
-                        "delta": c, "logprobs": []}
-                yield "response.output_text.done", {
-                    "type": "response.output_text.done", "sequence_number": next(seq),
-                    "item_id": item["id"], "output_index": i, "content_index": 0,
-                    "text": b.text, "logprobs": []}
-                yield "response.content_part.done", {
-                    "type": "response.content_part.done", "sequence_number": next(seq),
-                    "item_id": item["id"], "output_index": i, "content_index": 0,
-                    "part": dict(part, text=b.text)}
+                    yield (
+                        "response.output_text.delta",
+                        {
+                            "type": "response.output_text.delta",
+                            "sequence_number": next(seq),
+                            "item_id": item["id"],
+                            "output_index": i,
+                            "content_index": 0,
+                            "delta": c,
+                            "logprobs": [],
+                        },
+                    )
+                yield (
+                    "response.output_text.done",
+                    {
+                        "type": "response.output_text.done",
+                        "sequence_number": next(seq),
+                        "item_id": item["id"],
+                        "output_index": i,
+                        "content_index": 0,
+                        "text": b.text,
+                        "logprobs": [],
+                    },
+                )
+                yield (
+                    "response.content_part.done",
+                    {
+                        "type": "response.content_part.done",
+                        "sequence_number": next(seq),
+                        "item_id": item["id"],
+                        "output_index": i,
+                        "content_index": 0,
+                        "part": dict(part, text=b.text),
+                    },
+                )
             else:
-                yield "response.output_item.added", {"type": "response.output_item.added",
-                                                     "sequence_number": next(seq),
-                                                     "output_index": i,
-                                                     "item": dict(item, arguments="",
-                                                                  status="in_progress")}
-                yield "response.function_call_arguments.delta", {
-                    "type": "response.function_call_arguments.delta",
-                    "sequence_number": next(seq), "item_id": item["id"], "output_index": i,
-                    "delta": item["arguments"]}
-                yield "response.function_call_arguments.done", {
-                    "type": "response.function_call_arguments.done",
-                    "sequence_number": next(seq), "item_id": item["id"], "output_index": i,
-                    "arguments": item["arguments"]}
-            yield "response.output_item.done", {"type": "response.output_item.done",
-                                                "sequence_number": next(seq),
-                                                "output_index": i, "item": item}
-        yield "response.completed", {"type": "response.completed", "sequence_number": next(seq),
-                                     "response": self._response_obj(body, rid, "completed",
-                                                                    items)}
+                yield (
+                    "response.output_item.added",
+                    {
+                        "type": "response.output_item.added",
+                        "sequence_number": next(seq),
+                        "output_index": i,
+                        "item": dict(item, arguments="", status="in_progress"),
+                    },
+                )
+                yield (
+                    "response.function_call_arguments.delta",
+                    {
+                        "type": "response.function_call_arguments.delta",
+                        "sequence_number": next(seq),
+                        "item_id": item["id"],
+                        "output_index": i,
+                        "delta": item["arguments"],
+                    },
+                )
+                yield (
+                    "response.function_call_arguments.done",
+                    {
+                        "type": "response.function_call_arguments.done",
+                        "sequence_number": next(seq),
+                        "item_id": item["id"],
+                        "output_index": i,
+                        "arguments": item["arguments"],
+                    },
+                )
+            yield (
+                "response.output_item.done",
+                {
+                    "type": "response.output_item.done",
+                    "sequence_number": next(seq),
+                    "output_index": i,
+                    "item": item,
+                },
+            )
+        yield (
+            "response.completed",
+            {
+                "type": "response.completed",
+                "sequence_number": next(seq),
+                "response": self._response_obj(body, rid, "completed", items),
+            },
+        )
 
     # OpenAI Chat Completions
 
@@ -694,30 +936,54 @@ class FakeModel:
         finish = "stop"
         if b.kind == "tool_call":
             name, args = shell_call(body, b.command)
-            message["tool_calls"] = [{"id": "call_" + uuid.uuid4().hex[:20], "type": "function",
-                                      "function": {"name": name, "arguments": json.dumps(args)}}]
+            message["tool_calls"] = [
+                {
+                    "id": "call_" + uuid.uuid4().hex[:20],
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+            ]
             finish = "tool_calls"
-        return {"id": "chatcmpl-" + uuid.uuid4().hex[:20], "object": "chat.completion",
-                "created": int(time.time()), "model": body.get("model", MODEL_ID),
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+        return {
+            "id": "chatcmpl-" + uuid.uuid4().hex[:20],
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", MODEL_ID),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+        }
 
-    def _chat_events(self, body: dict[str, Any], b: Behaviour,
-                     ) -> Iterator[tuple[str, dict[str, Any]] | float]:
+    def _chat_events(
+        self,
+        body: dict[str, Any],
+        b: Behaviour,
+    ) -> Iterator[tuple[str, dict[str, Any]] | float]:
         cid = "chatcmpl-" + uuid.uuid4().hex[:20]
 
         def ev(delta: dict[str, Any], finish: str | None = None) -> tuple[str, dict[str, Any]]:
-            return "chunk", {"id": cid, "object": "chat.completion.chunk",
-                             "created": int(time.time()), "model": body.get("model", MODEL_ID),
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return "chunk", {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body.get("model", MODEL_ID),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
 
         yield ev({"role": "assistant", "content": ""})
         if b.kind == "tool_call":
             name, args = shell_call(body, b.command)
-            yield ev({"tool_calls": [{"index": 0, "id": "call_" + uuid.uuid4().hex[:20],
-                                      "type": "function",
-                                      "function": {"name": name,
-                                                   "arguments": json.dumps(args)}}]})
+            yield ev(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_" + uuid.uuid4().hex[:20],
+                            "type": "function",
+                            "function": {"name": name, "arguments": json.dumps(args)},
+                        }
+                    ]
+                }
+            )
             yield ev({}, "tool_calls")
         else:
             chunks, gap = self._pace(b)

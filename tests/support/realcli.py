@@ -1,7 +1,8 @@
 """Run the real agent CLIs (Claude Code, Codex, pi) in a private tmux server, for tests.
 
 - `cli_bin_dir()` / `cli_path(runtime)`: the CLIs `./dev.sh setup` installs into
-  `$AGENTFLEET_CLI_DIR` (default `${XDG_CACHE_HOME:-~/.cache}/agentfleet/agent-clis`, as dev.sh), under `node_modules/.bin`.
+  `$AGENTFLEET_CLI_DIR` (default `${XDG_CACHE_HOME:-~/.cache}/agentfleet/agent-clis`, as
+  dev.sh), under `node_modules/.bin`.
 - `require_cli(runtime)`: the binary, or `pytest.skip` naming how to install it; when `CI` is
   set a missing CLI fails the test instead (CI installs them through dev.sh).
 - `Tmux`: one private tmux server (`tmux -L <unique>`) that only kills itself.
@@ -45,8 +46,11 @@ class Signs:
     approval: re.Pattern[str] | None  # a tool-approval dialog; None: the runtime never asks
 
     def is_idle(self, screen: str, title: str) -> bool:
-        return bool(self.idle.search(screen)) and not self.working(screen, title) and not (
-            self.approval and self.approval.search(screen))
+        return (
+            bool(self.idle.search(screen))
+            and not self.working(screen, title)
+            and not (self.approval and self.approval.search(screen))
+        )
 
     def is_working(self, screen: str, title: str) -> bool:
         return self.working(screen, title)
@@ -124,8 +128,10 @@ def require_cli(runtime: str) -> Path:
     p = cli_path(runtime)
     if p is None:
         pkg, version = PINNED[runtime]
-        why = (f"{runtime} CLI not installed in {cli_bin_dir()} "
-               f"({pkg}@{version}; `./dev.sh setup` installs it with npm)")
+        why = (
+            f"{runtime} CLI not installed in {cli_bin_dir()} "
+            f"({pkg}@{version}; `./dev.sh setup` installs it with npm)"
+        )
         if in_ci():
             pytest.fail(why)
         pytest.skip(why)
@@ -159,12 +165,14 @@ class Pane:
         return self.tmux.run(*args).stdout
 
     def title(self) -> str:
-        return self.tmux.run("display-message", "-p", "-t", self.target,
-                             "#{pane_title}").stdout.rstrip("\n")
+        return self.tmux.run(
+            "display-message", "-p", "-t", self.target, "#{pane_title}"
+        ).stdout.rstrip("\n")
 
     def dead(self) -> bool:
-        out = self.tmux.run("display-message", "-p", "-t", self.target, "#{pane_dead}",
-                            check=False).stdout.strip()
+        out = self.tmux.run(
+            "display-message", "-p", "-t", self.target, "#{pane_dead}", check=False
+        ).stdout.strip()
         return out != "0"
 
     def send_keys(self, *keys: str, literal: bool = False) -> None:
@@ -177,15 +185,24 @@ class Pane:
         """Text in through a tmux buffer; `-p` wraps it in bracketed-paste markers when the
         application asked for them."""
         name = "af-" + uuid.uuid4().hex[:8]
-        subprocess.run([*self.tmux.base, "load-buffer", "-b", name, "-"], input=text.encode(),
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*self.tmux.base, "load-buffer", "-b", name, "-"],
+            input=text.encode(),
+            check=True,
+            capture_output=True,
+        )
         args = ["paste-buffer", "-d", "-b", name, "-t", self.target]
         if bracketed:
             args.insert(1, "-p")
         self.tmux.run(*args)
 
-    def wait_for(self, cond: str | re.Pattern[str] | Callable[[str, str], bool],
-                 timeout: float = 20.0, interval: float = 0.1, what: str = "") -> str:
+    def wait_for(
+        self,
+        cond: str | re.Pattern[str] | Callable[[str, str], bool],
+        timeout: float = 20.0,
+        interval: float = 0.1,
+        what: str = "",
+    ) -> str:
         """Poll the screen (and title) until `cond` holds; return that screen. `cond` is a
         substring, a regex searched in the screen, or a predicate (screen, title) -> bool."""
         if isinstance(cond, str):
@@ -208,11 +225,14 @@ class Pane:
             if check(screen, title):
                 return screen
             if self.dead():
-                raise Timeout(f"pane {self.target} exited while waiting for {what or cond!r}:"
-                              f"\n{screen}")
+                raise Timeout(
+                    f"pane {self.target} exited while waiting for {what or cond!r}:\n{screen}"
+                )
             if time.monotonic() >= deadline:
-                raise Timeout(f"timed out after {timeout}s waiting for {what or cond!r}; "
-                              f"title {title!r}, screen:\n{screen}")
+                raise Timeout(
+                    f"timed out after {timeout}s waiting for {what or cond!r}; "
+                    f"title {title!r}, screen:\n{screen}"
+                )
             time.sleep(interval)
 
     def wait_gone(self, cond: str | re.Pattern[str], timeout: float = 20.0) -> str:
@@ -236,8 +256,19 @@ class Tmux:
         """A detached session running `argv` with exactly `env` (tmux's own environment is
         replaced: `env -i`), in `cwd`. The pane stays after the process exits."""
         cmd = shlex.join(["env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv])
-        self.run("new-session", "-d", "-s", name, "-x", str(self.width), "-y",
-                 str(self.height), "-c", str(cwd), cmd)
+        self.run(
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            str(self.width),
+            "-y",
+            str(self.height),
+            "-c",
+            str(cwd),
+            cmd,
+        )
         self.run("set-option", "-t", name, "remain-on-exit", "on")
         self.run("set-option", "-g", "allow-rename", "off")
         self.run("set-option", "-g", "set-titles", "on")
@@ -263,15 +294,23 @@ def submit(pane: Pane, text: str, timeout: float = 10.0, submit_key: str = "Ente
     first = text.strip().splitlines()[0][:30] if text.strip() else ""
     pane.paste(text)
     pane.wait_for(
-        lambda s, t: first in s or PASTE_PLACEHOLDER.search(s) is not None, timeout,
+        lambda s, t: first in s or PASTE_PLACEHOLDER.search(s) is not None,
+        timeout,
         what=f"the pasted text {first!r} in the input",
     )
     pane.send_keys(submit_key)
 
 
-def start_runtime(tmux: Tmux, runtime: str, root: Path, model_url: str, *,
-                  name: str | None = None, binary: Path | None = None,
-                  **seed_kw: object) -> tuple[Pane, runtime_home.Launch]:
+def start_runtime(
+    tmux: Tmux,
+    runtime: str,
+    root: Path,
+    model_url: str,
+    *,
+    name: str | None = None,
+    binary: Path | None = None,
+    **seed_kw: object,
+) -> tuple[Pane, runtime_home.Launch]:
     """Seed `runtime` under `root` against `model_url`, start it in `tmux`; (pane, launch).
     `binary` defaults to `require_cli(runtime)` (skips the test when not installed)."""
     binary = binary or require_cli(runtime)

@@ -70,9 +70,18 @@ def base_env(home: Path, path: str | None = None) -> dict[str, str]:
     return env
 
 
-def seed_claude(root: Path, cwd: Path, base_url: str, *, binary: str = "claude",
-                api_key: str = FAKE_KEY, trust: bool = True, approve_key: bool = True,
-                model: str | None = MODEL, extra_args: list[str] | None = None) -> Launch:
+def seed_claude(
+    root: Path,
+    cwd: Path,
+    base_url: str,
+    *,
+    binary: str = "claude",
+    api_key: str = FAKE_KEY,
+    trust: bool = True,
+    approve_key: bool = True,
+    model: str | None = MODEL,
+    extra_args: list[str] | None = None,
+) -> Launch:
     """`trust=False`: the folder-trust dialog shows at start; `approve_key=False`: the
     "Detected a custom API key" dialog shows."""
     home = root / "home"
@@ -98,30 +107,39 @@ def seed_claude(root: Path, cwd: Path, base_url: str, *, binary: str = "claude",
         "hasSeenTasksHint": True,
         "hasShownOpus45Notice": {},
         "bypassPermissionsModeAccepted": False,
-        "customApiKeyResponses": {"approved": [api_key[-20:]] if approve_key else [],
-                                  "rejected": []},
+        "customApiKeyResponses": {
+            "approved": [api_key[-20:]] if approve_key else [],
+            "rejected": [],
+        },
         "projects": {str(cwd): project},
     }
     (config / ".claude.json").write_text(json.dumps(state, indent=2))
-    (config / "settings.json").write_text(json.dumps({
-        "autoUpdates": False,
-        "includeCoAuthoredBy": False,
-        "spinnerTipsEnabled": False,
-    }, indent=2))
+    (config / "settings.json").write_text(
+        json.dumps(
+            {
+                "autoUpdates": False,
+                "includeCoAuthoredBy": False,
+                "spinnerTipsEnabled": False,
+            },
+            indent=2,
+        )
+    )
     env = base_env(home)
-    env.update({
-        "CLAUDE_CONFIG_DIR": str(config),
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": api_key,
-        "DISABLE_AUTOUPDATER": "1",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-        "DISABLE_BUG_COMMAND": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "0",
-        "CLAUDE_CODE_IDE_SKIP_AUTO_INSTALL": "1",
-        "DISABLE_INSTALLATION_CHECKS": "1",
-    })
+    env.update(
+        {
+            "CLAUDE_CONFIG_DIR": str(config),
+            "ANTHROPIC_BASE_URL": base_url,
+            "ANTHROPIC_API_KEY": api_key,
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "DISABLE_BUG_COMMAND": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "0",
+            "CLAUDE_CODE_IDE_SKIP_AUTO_INSTALL": "1",
+            "DISABLE_INSTALLATION_CHECKS": "1",
+        }
+    )
     if model:
         env["ANTHROPIC_MODEL"] = model
         env["ANTHROPIC_SMALL_FAST_MODEL"] = model
@@ -133,10 +151,20 @@ def _toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
-def seed_codex(root: Path, cwd: Path, base_url: str, *, binary: str = "codex",
-               api_key: str = FAKE_KEY, trust: bool = True, model: str = MODEL,
-               approval_policy: str = "on-request", sandbox_mode: str = "workspace-write",
-               daemon: bool = False, extra_args: list[str] | None = None) -> Launch:
+def seed_codex(
+    root: Path,
+    cwd: Path,
+    base_url: str,
+    *,
+    binary: str = "codex",
+    api_key: str = FAKE_KEY,
+    trust: bool = True,
+    model: str = MODEL,
+    approval_policy: str = "on-request",
+    sandbox_mode: str = "workspace-write",
+    daemon: bool = False,
+    extra_args: list[str] | None = None,
+) -> Launch:
     """`base_url` is the OpenAI-style URL, with /v1 (FakeModel.openai_url).
 
     `daemon=True` runs codex as users do by default: the TUI attaches to a background
@@ -182,12 +210,14 @@ def seed_codex(root: Path, cwd: Path, base_url: str, *, binary: str = "codex",
         lines += [f"[projects.{_toml_str(str(cwd))}]", 'trust_level = "trusted"', ""]
     (config / "config.toml").write_text("\n".join(lines))
     env = base_env(home)
-    env.update({
-        "CODEX_HOME": str(config),
-        "FAKE_MODEL_API_KEY": api_key,
-        "CODEX_DISABLE_UPDATE_CHECK": "1",
-        "RUST_LOG": "error",
-    })
+    env.update(
+        {
+            "CODEX_HOME": str(config),
+            "FAKE_MODEL_API_KEY": api_key,
+            "CODEX_DISABLE_UPDATE_CHECK": "1",
+            "RUST_LOG": "error",
+        }
+    )
     argv = [binary, *([] if daemon else ["--no-daemon"]), *(extra_args or [])]
     return Launch("codex", argv, env, home, config, cwd)
 
@@ -199,8 +229,14 @@ def stop_codex_daemon(launch: Launch, timeout: float = 20.0) -> None:
     import signal
     import subprocess
 
-    subprocess.run([launch.argv[0], "app-server", "daemon", "stop"], env=launch.env,
-                   cwd=launch.cwd, capture_output=True, timeout=timeout, check=False)
+    subprocess.run(
+        [launch.argv[0], "app-server", "daemon", "stop"],
+        env=launch.env,
+        cwd=launch.cwd,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
     home = str(launch.config_dir)
     for pidfile in (launch.config_dir / "app-server-daemon").glob("*.pid"):
         try:
@@ -215,9 +251,17 @@ def stop_codex_daemon(launch: Launch, timeout: float = 20.0) -> None:
                 pass
 
 
-def seed_pi(root: Path, cwd: Path, base_url: str, *, binary: str = "pi",
-            api_key: str = FAKE_KEY, model: str = MODEL, api: str = "anthropic-messages",
-            extra_args: list[str] | None = None) -> Launch:
+def seed_pi(
+    root: Path,
+    cwd: Path,
+    base_url: str,
+    *,
+    binary: str = "pi",
+    api_key: str = FAKE_KEY,
+    model: str = MODEL,
+    api: str = "anthropic-messages",
+    extra_args: list[str] | None = None,
+) -> Launch:
     """`api` is pi's provider API: "anthropic-messages" (base URL without /v1) or
     "openai-completions" (base URL with /v1)."""
     home = root / "home"
@@ -229,39 +273,57 @@ def seed_pi(root: Path, cwd: Path, base_url: str, *, binary: str = "pi",
         url += "/v1"
     if api == "anthropic-messages" and url.endswith("/v1"):
         url = url[: -len("/v1")]
-    models = {"providers": {"fake": {
-        "baseUrl": url,
-        "api": api,
-        "apiKey": "FAKE_MODEL_API_KEY",  # names an env var (pi resolves it)
-        "models": [{
-            "id": model, "name": "Fake model", "reasoning": False, "input": ["text"],
-            "contextWindow": 200000, "maxTokens": 8192,
-            "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
-        }],
-    }}}
+    models = {
+        "providers": {
+            "fake": {
+                "baseUrl": url,
+                "api": api,
+                "apiKey": "FAKE_MODEL_API_KEY",  # names an env var (pi resolves it)
+                "models": [
+                    {
+                        "id": model,
+                        "name": "Fake model",
+                        "reasoning": False,
+                        "input": ["text"],
+                        "contextWindow": 200000,
+                        "maxTokens": 8192,
+                        "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+                    }
+                ],
+            }
+        }
+    }
     (config / "models.json").write_text(json.dumps(models, indent=2))
-    (config / "settings.json").write_text(json.dumps({
-        "defaultProvider": "fake",
-        "defaultModel": model,
-        "defaultThinkingLevel": "off",
-        "quietStartup": True,
-        "collapseChangelog": True,
-        "enableInstallTelemetry": False,
-        "lastChangelogVersion": "999.0.0",
-    }, indent=2))
+    (config / "settings.json").write_text(
+        json.dumps(
+            {
+                "defaultProvider": "fake",
+                "defaultModel": model,
+                "defaultThinkingLevel": "off",
+                "quietStartup": True,
+                "collapseChangelog": True,
+                "enableInstallTelemetry": False,
+                "lastChangelogVersion": "999.0.0",
+            },
+            indent=2,
+        )
+    )
     env = base_env(home)
-    env.update({
-        "PI_CODING_AGENT_DIR": str(config),
-        "FAKE_MODEL_API_KEY": api_key,
-        "PI_OFFLINE": "1",
-        "PI_SKIP_VERSION_CHECK": "1",
-        "PI_TELEMETRY": "0",
-    })
+    env.update(
+        {
+            "PI_CODING_AGENT_DIR": str(config),
+            "FAKE_MODEL_API_KEY": api_key,
+            "PI_OFFLINE": "1",
+            "PI_SKIP_VERSION_CHECK": "1",
+            "PI_TELEMETRY": "0",
+        }
+    )
     return Launch("pi", [binary, *(extra_args or [])], env, home, config, cwd)
 
 
-def seed(runtime: str, root: Path, cwd: Path, model_url: str, *, binary: str | None = None,
-         **kw: object) -> Launch:
+def seed(
+    runtime: str, root: Path, cwd: Path, model_url: str, *, binary: str | None = None, **kw: object
+) -> Launch:
     """Seed `runtime` under `root`. `model_url` is the fake model's base URL without a path
     (FakeModel.url); each runtime gets the form it wants."""
     root.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,11 @@ pytestmark = pytest.mark.timeout(60)
 
 RUNTIMES = ["claude", "codex", "pi"]
 APPROVING = ["claude", "codex"]  # pi has no approvals: test_pi_runs_tools_without_asking
-INTERRUPTED = {"claude": "Interrupted", "codex": "Conversation interrupted",
-               "pi": "Operation aborted"}
+INTERRUPTED = {
+    "claude": "Interrupted",
+    "codex": "Conversation interrupted",
+    "pi": "Operation aborted",
+}
 START_S = 30.0  # a cold node start of Claude Code takes ~3 s here; CI machines are slower
 
 # Claude Code shows a streamed answer a line at a time: several lines, so part shows early.
@@ -35,13 +38,15 @@ LONG_ANSWER = "\n".join(" ".join(f"tok{i + j}" for j in range(5)) for i in range
 
 
 def make_script(touch: Path) -> Script:
-    return (Script()
-            .on("ping-7f3a", text("pong-7f3a answered"))
-            .on("multi-2c9e", text("multi-2c9e answered"))
-            .on("long-5d1b", text("long-5d1b answered"))
-            .on("stream-91ab", stream(STREAMED, 4))
-            .on("forever-44e0", stream(LONG_ANSWER, 30))
-            .on("tool-0b7c", tool_call(f"touch {touch}")))
+    return (
+        Script()
+        .on("ping-7f3a", text("pong-7f3a answered"))
+        .on("multi-2c9e", text("multi-2c9e answered"))
+        .on("long-5d1b", text("long-5d1b answered"))
+        .on("stream-91ab", stream(STREAMED, 4))
+        .on("forever-44e0", stream(LONG_ANSWER, 30))
+        .on("tool-0b7c", tool_call(f"touch {touch}"))
+    )
 
 
 @pytest.fixture
@@ -61,8 +66,9 @@ def tmux() -> Iterator[realcli.Tmux]:
         yield t
 
 
-def start(runtime: str, tmux: realcli.Tmux, model: FakeModel, root: Path,
-          **seed_kw: object) -> realcli.Pane:
+def start(
+    runtime: str, tmux: realcli.Tmux, model: FakeModel, root: Path, **seed_kw: object
+) -> realcli.Pane:
     pane, _ = realcli.start_runtime(tmux, runtime, root, model.url, **seed_kw)
     return pane
 
@@ -74,8 +80,9 @@ def start_idle(runtime: str, tmux: realcli.Tmux, model: FakeModel, root: Path) -
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_starts_idle_without_any_dialog(runtime: str, tmux: realcli.Tmux, model: FakeModel,
-                                        tmp_path: Path) -> None:
+def test_starts_idle_without_any_dialog(
+    runtime: str, tmux: realcli.Tmux, model: FakeModel, tmp_path: Path
+) -> None:
     pane = start_idle(runtime, tmux, model, tmp_path / runtime)
     screen = pane.capture()
     assert not realcli.FIRST_RUN_DIALOGS.search(screen), screen
@@ -86,53 +93,68 @@ def test_starts_idle_without_any_dialog(runtime: str, tmux: realcli.Tmux, model:
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_pasted_prompt_reaches_the_model_and_the_answer_streams(
-        runtime: str, tmux: realcli.Tmux, model: FakeModel, tmp_path: Path) -> None:
+    runtime: str, tmux: realcli.Tmux, model: FakeModel, tmp_path: Path
+) -> None:
     signs = realcli.SIGNS[runtime]
     pane = start_idle(runtime, tmux, model, tmp_path / runtime)
     realcli.submit(pane, "please stream-91ab an answer")
     request = model.wait_for_prompt("stream-91ab", 15)
     assert request.api == ("responses" if runtime == "codex" else "anthropic")
     assert "please stream-91ab an answer" in request.prompt
-    pane.wait_for(lambda s, t: "streamed-91ab" in s and signs.is_working(s, t), 10,
-                  what="the first streamed words while working")
-    pane.wait_for(lambda s, t: "done-91ab" in s and signs.is_idle(s, t), 15,
-                  what="the whole answer, then idle")
+    pane.wait_for(
+        lambda s, t: "streamed-91ab" in s and signs.is_working(s, t),
+        10,
+        what="the first streamed words while working",
+    )
+    pane.wait_for(
+        lambda s, t: "done-91ab" in s and signs.is_idle(s, t),
+        15,
+        what="the whole answer, then idle",
+    )
     assert request.done.is_set() and not request.hung_up
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_multiline_and_long_pastes_arrive_whole(runtime: str, tmux: realcli.Tmux,
-                                                model: FakeModel, tmp_path: Path) -> None:
+def test_multiline_and_long_pastes_arrive_whole(
+    runtime: str, tmux: realcli.Tmux, model: FakeModel, tmp_path: Path
+) -> None:
     signs = realcli.SIGNS[runtime]
     pane = start_idle(runtime, tmux, model, tmp_path / runtime)
     multi = "multi-2c9e first line\nsecond line\nthird line"
     realcli.submit(pane, multi)
     request = model.wait_for_prompt("multi-2c9e", 15)
     assert multi in request.prompt, request.prompt
-    pane.wait_for(lambda s, t: "multi-2c9e answered" in s and signs.is_idle(s, t), 15,
-                  what="the multi-line answer")
+    pane.wait_for(
+        lambda s, t: "multi-2c9e answered" in s and signs.is_idle(s, t),
+        15,
+        what="the multi-line answer",
+    )
 
     long = "long-5d1b " + " ".join(f"w{i:03d}" for i in range(48))  # 200 characters
     assert len(long) >= 200
     realcli.submit(pane, long)
     request = model.wait_for_prompt("long-5d1b", 15)
     assert long in request.prompt, request.prompt
-    pane.wait_for(lambda s, t: "long-5d1b answered" in s and signs.is_idle(s, t), 15,
-                  what="the long answer")
+    pane.wait_for(
+        lambda s, t: "long-5d1b answered" in s and signs.is_idle(s, t), 15, what="the long answer"
+    )
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_escape_interrupts_a_streaming_answer(runtime: str, tmux: realcli.Tmux,
-                                              model: FakeModel, tmp_path: Path) -> None:
+def test_escape_interrupts_a_streaming_answer(
+    runtime: str, tmux: realcli.Tmux, model: FakeModel, tmp_path: Path
+) -> None:
     signs = realcli.SIGNS[runtime]
     pane = start_idle(runtime, tmux, model, tmp_path / runtime)
     realcli.submit(pane, "forever-44e0 please")
     request = model.wait_for_prompt("forever-44e0", 15)
-    pane.wait_for(lambda s, t: "tok2 " in s and signs.is_working(s, t), 15,
-                  what="streaming under way")
+    pane.wait_for(
+        lambda s, t: "tok2 " in s and signs.is_working(s, t), 15, what="streaming under way"
+    )
     pane.send_keys("Escape")
-    pane.wait_for(lambda s, t: INTERRUPTED[runtime] in s and signs.is_idle(s, t), 10,
-                  what="the interrupt")
+    pane.wait_for(
+        lambda s, t: INTERRUPTED[runtime] in s and signs.is_idle(s, t), 10, what="the interrupt"
+    )
     # The CLI dropped the stream: the fake model's next write fails.
     assert request.done.wait(10), "the stream was not cut"
     assert request.hung_up
@@ -140,9 +162,9 @@ def test_escape_interrupts_a_streaming_answer(runtime: str, tmux: realcli.Tmux,
 
 
 @pytest.mark.parametrize("runtime", APPROVING)
-def test_tool_call_shows_an_approval_dialog(runtime: str, tmux: realcli.Tmux,
-                                            model: FakeModel, tmp_path: Path,
-                                            touch_file: Path) -> None:
+def test_tool_call_shows_an_approval_dialog(
+    runtime: str, tmux: realcli.Tmux, model: FakeModel, tmp_path: Path, touch_file: Path
+) -> None:
     signs = realcli.SIGNS[runtime]
     pane = start_idle(runtime, tmux, model, tmp_path / runtime)
     realcli.submit(pane, "run tool-0b7c now")
@@ -158,20 +180,25 @@ def test_tool_call_shows_an_approval_dialog(runtime: str, tmux: realcli.Tmux,
     assert not touch_file.exists()
 
 
-def test_pi_runs_tools_without_asking(tmux: realcli.Tmux, model: FakeModel, tmp_path: Path,
-                                      touch_file: Path) -> None:
+def test_pi_runs_tools_without_asking(
+    tmux: realcli.Tmux, model: FakeModel, tmp_path: Path, touch_file: Path
+) -> None:
     """pi's core has no approvals (docs/runtimes.md): blocked-on-approval is n/a for pi."""
     signs = realcli.SIGNS["pi"]
     pane = start_idle("pi", tmux, model, tmp_path / "pi")
     realcli.submit(pane, "run tool-0b7c now")
     model.wait_for(lambda r: r.main and r.after_tool, 15)
-    pane.wait_for(lambda s, t: "The command finished." in s and signs.is_idle(s, t), 15,
-                  what="the answer after the tool")
+    pane.wait_for(
+        lambda s, t: "The command finished." in s and signs.is_idle(s, t),
+        15,
+        what="the answer after the tool",
+    )
     assert touch_file.exists()
 
 
-def test_claude_untrusted_folder_shows_the_trust_dialog(tmux: realcli.Tmux, model: FakeModel,
-                                                        tmp_path: Path) -> None:
+def test_claude_untrusted_folder_shows_the_trust_dialog(
+    tmux: realcli.Tmux, model: FakeModel, tmp_path: Path
+) -> None:
     pane = start("claude", tmux, model, tmp_path / "claude", trust=False)
     screen = pane.wait_for("Yes, I trust this folder", START_S, what="the trust dialog")
     assert "Quick safety check" in screen
@@ -180,16 +207,18 @@ def test_claude_untrusted_folder_shows_the_trust_dialog(tmux: realcli.Tmux, mode
     assert [r for r in model.requests if r.main] == []
 
 
-def test_claude_unapproved_key_shows_the_api_key_dialog(tmux: realcli.Tmux, model: FakeModel,
-                                                        tmp_path: Path) -> None:
+def test_claude_unapproved_key_shows_the_api_key_dialog(
+    tmux: realcli.Tmux, model: FakeModel, tmp_path: Path
+) -> None:
     pane = start("claude", tmux, model, tmp_path / "claude", approve_key=False)
     screen = pane.wait_for("Detected a custom API key", START_S, what="the API-key dialog")
     assert "Do you want to use this API key?" in screen
     assert not realcli.SIGNS["claude"].is_idle(screen, pane.title())
 
 
-def test_codex_untrusted_git_repo_shows_the_trust_dialog(tmux: realcli.Tmux, model: FakeModel,
-                                                         tmp_path: Path) -> None:
+def test_codex_untrusted_git_repo_shows_the_trust_dialog(
+    tmux: realcli.Tmux, model: FakeModel, tmp_path: Path
+) -> None:
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     # Codex asks about trust only for a folder inside a git repository.
