@@ -249,6 +249,14 @@ class Tmux:
         self.base = ["tmux", "-L", self.socket, "-f", "/dev/null"]
         self.width, self.height = width, height
 
+    @classmethod
+    def existing(cls, socket: str) -> Tmux:
+        """A client of a server someone else started (e.g. a host agent's): never `kill()` it."""
+        tmux = cls.__new__(cls)
+        tmux.socket, tmux.base = socket, ["tmux", "-L", socket]
+        tmux.width, tmux.height = 0, 0
+        return tmux
+
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.base, *args], check=check, capture_output=True, text=True)
 
