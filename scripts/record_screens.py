@@ -8,8 +8,10 @@ private tmux server (120x40) against the fake model (tests/support/fake_model.py
 through:
 idle, a streamed answer (working), an answer before its first token (working-silent), its
 interrupt (after-cancel; Codex's Ctrl-C "Task is still running" menu), a tool call needing
-approval (blocked-approval; pi: after-tool, it never asks), and the first-run dialogs the
-seeding normally prevents (blocked-trust, blocked-apikey). Every screen is saved as
+approval (blocked-approval; pi: after-tool, it never asks), a numbered-list prompt that looks
+like a select menu (idle-draft, idle-numbered, working-numbered), and the first-run dialogs
+the seeding normally prevents (blocked-trust, blocked-apikey, blocked-onboarding,
+blocked-login). Every screen is saved as
 `<runtime>/<state>-<n>.txt` (`tmux capture-pane -p`, as is) with the pane title in
 `<state>-<n>.title`, and `<runtime>/index.json` labels each one: the state an observer should
 read from it (idle, working, blocked) and what it shows.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +49,8 @@ def script(touch: Path) -> Script:
         .on("silent", silent(6, "Finally an answer."))
         .on("slow", stream(SLOW_TEXT, 16))
         .on("runit", tool_call(f"touch {touch}"))
+        .on("hold on", silent(6, "Held on, both noted."))
+        .on("second item", text("Noted both items."))
     )
 
 
@@ -76,6 +81,89 @@ class Recorder:
 
 def words_shown(k: int, times: int = 1) -> Callable[[str, str], bool]:
     return lambda s, t: s.count(f"word{k} ") >= times
+
+
+def record_numbered_prompts(rec: Recorder, pane: realcli.Pane, signs: realcli.Signs) -> None:
+    """A numbered list typed as a prompt looks like a select menu (a cursor glyph, then
+    "1. ..."): as a draft in the input, in the history while working and once answered, it
+    must still read as what it is, not as a dialog."""
+    pane.paste("1. first item\n2. second item")
+    pane.wait_for(
+        lambda s, t: "second item" in s or realcli.PASTE_PLACEHOLDER.search(s) is not None,
+        10,
+        what="the numbered draft in the input",
+    )
+    rec.save(pane, "idle-draft", "idle", "a numbered two-line draft in the input, not sent")
+    pane.send_keys("Enter")
+    pane.wait_for(
+        lambda s, t: "Noted both items." in s and signs.is_idle(s, t),
+        20,
+        what="the answer to the numbered prompt",
+    )
+    rec.save(pane, "idle-numbered", "idle", "answered a numbered prompt: '1. first item' above")
+    realcli.submit(pane, "1. hold on\n2. then answer")
+    pane.wait_for(signs.is_working, 10, what="working on the numbered prompt")
+    rec.save(pane, "working-numbered", "working", "a numbered prompt sent, no token yet")
+    pane.wait_for(
+        lambda s, t: "Held on, both noted." in s and signs.is_idle(s, t),
+        20,
+        what="the answer to the second numbered prompt",
+    )
+
+
+def unseen_claude_onboarding(launch: runtime_home.Launch) -> None:
+    state_file = launch.config_dir / ".claude.json"
+    state = json.loads(state_file.read_text())
+    state["hasCompletedOnboarding"] = False
+    state_file.write_text(json.dumps(state, indent=2))
+
+
+def no_claude_key(launch: runtime_home.Launch) -> None:
+    del launch.env["ANTHROPIC_API_KEY"]
+
+
+def no_codex_provider(launch: runtime_home.Launch) -> None:
+    config = launch.config_dir / "config.toml"
+    lines = config.read_text().splitlines()
+    config.write_text("\n".join(x for x in lines if not x.startswith("model_provider =")) + "\n")
+    del launch.env["FAKE_MODEL_API_KEY"]
+
+
+# (runtime, work dir suffix, file state, what the seeding leaves out)
+FIRST_RUN: list[tuple[str, str, str, Callable[[runtime_home.Launch], None], str]] = [
+    ("claude", "onboarding", "blocked-onboarding", unseen_claude_onboarding, "onboarding not done"),
+    ("claude", "login", "blocked-login", no_claude_key, "no ANTHROPIC_API_KEY, not logged in"),
+    ("codex", "login", "blocked-login", no_codex_provider, "no provider configured, no login"),
+]
+
+
+# What the operator has to deal with before the runtime can work: the harness' own list of
+# first-run dialogs, plus Claude Code's "Not logged in · Run /login" (with no key it starts at
+# an input box that cannot send anything).
+NEEDS_OPERATOR = re.compile(realcli.FIRST_RUN_DIALOGS.pattern + r"|Not logged in", re.I)
+
+
+def record_first_run(
+    rec: Recorder, tmux: realcli.Tmux, model: FakeModel, work: Path, runtime: str, binary: Path
+) -> None:
+    """The first-run dialogs the seeding prevents, one left out at a time. The label comes
+    from the test harness' own list of such dialogs (NEEDS_OPERATOR), not from the rules
+    under test; a runtime that skips the dialog is recorded as the idle it shows."""
+    signs = realcli.SIGNS[runtime]
+    for rt, suffix, state, tweak, note in FIRST_RUN:
+        if rt != runtime:
+            continue
+        root = work / f"{runtime}-{suffix}"
+        launch = runtime_home.seed(runtime, root, root / "project", model.url, binary=str(binary))
+        tweak(launch)
+        pane = tmux.start(suffix, launch.argv, realcli.node_path_env(launch.env), launch.cwd)
+        try:
+            pane.wait_for(NEEDS_OPERATOR, 20, what=f"a first-run dialog ({note})")
+            rec.save(pane, state, "blocked", note)
+        except realcli.Timeout:
+            pane.wait_for(signs.is_idle, 10, what=f"idle, no first-run dialog ({note})")
+            rec.save(pane, f"idle-{suffix}", "idle", note)
+        tmux.run("kill-session", "-t", suffix, check=False)
 
 
 def record_codex_daemon_menu(
@@ -173,6 +261,9 @@ def record_runtime(runtime: str, out: Path, work: Path) -> None:
             )
             rec.save(pane, "after-cancel", "idle", "Ctrl-C during streaming")
 
+        # Before the tool call: after it, a prompt is sent along with the tool's result.
+        record_numbered_prompts(rec, pane, signs)
+
         realcli.submit(pane, "please runit now")
         model.wait_for_prompt("runit", 10)
         if signs.approval is not None:
@@ -256,6 +347,7 @@ def record_runtime(runtime: str, out: Path, work: Path) -> None:
                 "blocked" if trust else "idle",
                 "first run in an untrusted folder",
             )
+        record_first_run(rec, tmux, model, work, runtime, binary)
     rec.finish()
 
 
@@ -268,7 +360,7 @@ def main() -> int:
     work = Path(tempfile.gettempdir()) / "agentfleet-record"
     for runtime in args.runtimes:
         shutil.rmtree(work / runtime, ignore_errors=True)
-        for extra in ("untrusted", "key", "daemon"):
+        for extra in ("untrusted", "key", "daemon", "onboarding", "login"):
             shutil.rmtree(work / f"{runtime}-{extra}", ignore_errors=True)
         work.mkdir(parents=True, exist_ok=True)
         record_runtime(runtime, args.out, work)

@@ -58,7 +58,9 @@ def classify(screen: Sequence[str], title: str, rules: DetectionRules) -> Match:
 
     ``screen`` is the visible pane as plain text rows (capture-pane without escapes).
     Within a state, screen rules are tried before title rules, each rule against the
-    rows bottom-up, so the reported row is the most recent occurrence.
+    rows bottom-up, so the reported row is the most recent occurrence; a rule's
+    ``unless_below`` voids the rows above the lowest row it matches (a menu-like prompt in
+    the history above the live input box). Precedence and the rules: docs/runtimes.md.
     """
     window = bottom_lines(screen, rules.bottom_lines)
     for state, screen_kind, title_kind in _ORDER:
@@ -75,9 +77,14 @@ def _search_screen(
 ) -> Match | None:
     for rule in rules:
         regex = compile_pattern(rule.pattern)
+        veto = compile_pattern(rule.unless_below) if rule.unless_below else None
         for line_no, text in reversed(window):
             if regex.search(text):
                 return Match(state, rule.name, SOURCE_SCREEN, line_no, text)
+            # Rows are read bottom-up: once the veto row is seen, every row above it is
+            # above it on screen too, so this rule cannot match any more.
+            if veto is not None and veto.search(text):
+                break
     return None
 
 

@@ -42,10 +42,14 @@ class RuntimeSpecError(ValueError):
 class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: NonEmpty  # what `fleet explain` shows as the reason for a state
     pattern: NonEmpty  # regex, searched in each line (or in the pane title)
+    # Screen rules only: a regex that voids a matching row when any row below it (in the
+    # window) matches, e.g. the live input box under what is a prompt in the history and
+    # not a dialog. Ignored for title rules.
+    unless_below: NonEmpty | None = None
 
 
 class DetectionRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Screen rules, evaluated blocked > busy > idle; see agent/detect.py."""
+    """Screen rules, evaluated blocked > busy > idle; see agent/discovery/detect.py."""
 
     blocked: list[Rule] = []
     busy: list[Rule] = []
@@ -123,6 +127,8 @@ def _load_one(entry: Traversable | Path, label: str) -> RuntimeSpec:
         _check_regex(label, f"process_patterns[{i}]", pattern)
     for kind, rule in spec.rules.all_rules():
         _check_regex(label, f"rules.{kind} {rule.name!r}", rule.pattern)
+        if rule.unless_below is not None:
+            _check_regex(label, f"rules.{kind} {rule.name!r} unless_below", rule.unless_below)
     return spec
 
 

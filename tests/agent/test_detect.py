@@ -2,8 +2,10 @@
 
 Screen fixtures live in fixtures/screens/<runtime>/<state>-<n>.txt; the expected state is
 the file name's prefix (a SessionState value). An optional first line ``#title: ...`` is
-the pane title. Stub screens were recorded from the real stub in tmux; the others follow
-public captures of those TUIs.
+the pane title. Stub screens were recorded from the real stub in tmux; claude/working-3 from
+Claude Code 2.1.197 (a prompt before its first token: only the title spinner tells); the
+others follow public captures of older versions of those TUIs. The screens recorded from the
+pinned real CLIs are in tests/fixtures/screens (tests/agent/test_detect_corpus.py).
 """
 
 from __future__ import annotations
@@ -136,6 +138,21 @@ def test_zero_debounce_reports_at_once() -> None:
     assert tracker.since == 5.0
 
 
+def test_a_row_below_matching_unless_below_voids_the_rule() -> None:
+    rules = DetectionRules(
+        blocked=[Rule("menu", r"^> \d\. ", unless_below=r"^\$\s*$")],
+        idle=[Rule("prompt", r"^\$\s*$")],
+    )
+    menu = ["> 1. Yes", "  2. No"]
+    assert classify(menu, "", rules) == Match(SessionState.BLOCKED, "menu", "screen", 1, "> 1. Yes")
+    # The same rows above the live prompt are history; below it, a menu again.
+    assert classify([*menu, "$ "], "", rules).rule == "prompt"
+    assert classify(["$ ", *menu], "", rules).rule == "menu"
+    # A row matching both is not below itself.
+    both = DetectionRules(blocked=[Rule("x", "x", unless_below="x")])
+    assert classify(["x"], "", both).state is SessionState.BLOCKED
+
+
 def test_builtin_specs_load() -> None:
     assert set(BUILTIN) <= set(SPECS)
     assert all(name == spec.name for name, spec in SPECS.items())
@@ -172,6 +189,11 @@ def test_extra_dir_overrides_and_extends(tmp_path: Path) -> None:
         ("process_patterns = []\n[rules]\nbottom_lines = 0", "bottom_lines"),
         ('name = "other"\nprocess_patterns = []', "does not match the file name"),
         ("interactive = true", "process_patterns"),
+        (
+            'process_patterns = []\n[[rules.blocked]]\nname = "m"\npattern = "x"\n'
+            'unless_below = "(("',
+            "rules.blocked 'm' unless_below: bad regex",
+        ),
     ],
 )
 def test_bad_specs_are_refused_naming_the_file(tmp_path: Path, text: str, complaint: str) -> None:
@@ -232,3 +254,125 @@ def test_observed_runtime_without_a_shell_spec() -> None:
     specs = {"x": RuntimeSpec(name="x", process_patterns=["^x$"])}
     assert observed_runtime(["bash"], specs) is None
     assert observed_runtime(["bash", "x"], specs) == "x"
+
+
+# --- the idle-menu trap: a dialog no rule names must not read idle ---------------------------
+
+# The cursor glyphs, spelled out: U+276F (Claude Code's) and U+203A (Codex's).
+CL, CX = "\u276f", "\u203a"
+
+# History rows a session shows above whatever comes next, per runtime (2.1.197 / 0.171.0 /
+# 0.73.1 layout; a numbered prompt included, since it looks like a menu).
+HISTORY = {
+    "claude": [f"{CL} 1. first item", "  2. second item", "", "● Noted both items.", ""],
+    "codex": [f"{CX} 1. first item", "  2. second item", "", "• Noted both items.", ""],
+    "pi": [" 1. first item", " 2. second item", "", " Noted both items.", ""],
+}
+# A dialog none of the specs knows: a question and numbered choices under a cursor, no footer.
+UNKNOWN_MENU = {
+    "claude": [
+        " Pick a colour scheme for diffs",
+        "",
+        f" {CL} 1. Dark",
+        "   2. Light",
+        "   3. Auto",
+    ],
+    "codex": ["  Pick a colour scheme for diffs", "", f"{CX} 1. Dark", "  2. Light", "  3. Auto"],
+    "pi": [" Pick a colour scheme for diffs", "", " → 1. Dark", "   2. Light", "   3. Auto"],
+}
+# The bottom of each runtime's idle screen: input box, status line and footer.
+IDLE_TAIL = {
+    "claude": ["─" * 40, f"{CL}\u00a0", "─" * 40, "  ? for shortcuts · ← for agents"],
+    "codex": [
+        f"{CX} Ask Codex to do anything",
+        "",
+        "  gpt-5 medium · ~/project · pick a scheme",
+        "  ← for agents · ? for shortcuts",
+    ],
+    "pi": ["─" * 40, "", "─" * 40, "~/project", "↑10 ↓10 0.4%/200k (auto)      fake-model"],
+}
+TITLE = {"claude": "✳ Claude Code", "codex": "pick a scheme | project", "pi": "π - project"}
+
+
+@pytest.mark.parametrize("runtime", ["claude", "codex", "pi"])
+def test_an_unknown_select_menu_reads_blocked(runtime: str) -> None:
+    screen = [*HISTORY[runtime], *UNKNOWN_MENU[runtime]]
+    match = classify(screen, TITLE[runtime], SPECS[runtime].rules)
+    assert (match.state, match.rule) == (SessionState.BLOCKED, "select-menu"), match
+    assert match.line is not None and "1. Dark" in match.line
+
+
+@pytest.mark.parametrize("runtime", ["claude", "codex", "pi"])
+def test_a_dialog_outranks_the_footer_that_stays_under_it(runtime: str) -> None:
+    # pi's footer (context use) shows under a dialog too; a menu above it is still a question.
+    if runtime == "pi":
+        screen = [*HISTORY[runtime], *UNKNOWN_MENU[runtime], *IDLE_TAIL[runtime][3:]]
+        assert classify(screen, TITLE[runtime], SPECS[runtime].rules).rule == "select-menu"
+    # Claude and Codex replace their input box with the dialog; a menu above the live box is
+    # a prompt in the history, hence idle.
+    else:
+        screen = [*UNKNOWN_MENU[runtime], "", *IDLE_TAIL[runtime]]
+        assert classify(screen, TITLE[runtime], SPECS[runtime].rules).state is SessionState.IDLE
+
+
+@pytest.mark.parametrize("runtime", ["claude", "codex", "pi"])
+def test_a_numbered_prompt_in_the_history_reads_idle(runtime: str) -> None:
+    screen = [*HISTORY[runtime], *IDLE_TAIL[runtime]]
+    assert classify(screen, TITLE[runtime], SPECS[runtime].rules).state is SessionState.IDLE
+
+
+def test_codex_menu_while_the_title_spins_reads_blocked() -> None:
+    # Codex keeps its title spinner under a dialog raised while a task runs.
+    screen = [*HISTORY["codex"], *UNKNOWN_MENU["codex"]]
+    match = classify(screen, "⠋ pick a scheme | project", SPECS["codex"].rules)
+    assert (match.state, match.rule) == (SessionState.BLOCKED, "select-menu")
+
+
+def test_codex_action_required_title_reads_blocked() -> None:
+    match = classify(["anything"], "[ ! ] Action Required | t | project", SPECS["codex"].rules)
+    assert (match.state, match.rule) == (SessionState.BLOCKED, "title-action-required")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "rows", "rule"),
+    [
+        (
+            "claude",
+            [" Select login method:", "", f" {CL} 1. Claude account with subscription"],
+            "login",
+        ),
+        (
+            "claude",
+            [" Choose the text style that looks best with your terminal", f" {CL} 1. Dark mode"],
+            "onboarding-theme",
+        ),
+        (
+            "claude",
+            [" Some new question?", "", " Enter to confirm · Esc to cancel"],
+            "dialog-footer",
+        ),
+        ("codex", ["  Sign in with ChatGPT to use Codex"], "login"),
+        (
+            "codex",
+            ["  Something new?", "", "  Press enter to confirm or esc to cancel"],
+            "dialog-footer",
+        ),
+        (
+            "pi",
+            [" Import session", " → Yes", "   No", " ↑↓ navigate  enter select  esc cancel"],
+            "select-dialog",
+        ),
+    ],
+)
+def test_dialogs_from_the_cli_sources_are_named(runtime: str, rows: list[str], rule: str) -> None:
+    # Strings taken from the pinned CLIs' own sources for dialogs the corpus has no screen of.
+    match = classify(rows, "", SPECS[runtime].rules)
+    assert (match.state, match.rule) == (SessionState.BLOCKED, rule), match
+
+
+def test_claude_title_alone_never_says_idle() -> None:
+    # "✳ Claude Code" shows under dialogs as well: a screen no rule knows stays unknown.
+    match = classify(
+        ["Something only a future version draws"], "✳ Claude Code", SPECS["claude"].rules
+    )
+    assert match.state is SessionState.UNKNOWN
