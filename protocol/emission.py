@@ -45,6 +45,7 @@ __all__ = [
     "excerpt",
     "invalid_payload",
     "parse_block",
+    "parse_lines",
     "strip_terminal",
     "to_event",
 ]
@@ -98,6 +99,34 @@ def parse_block(body: str) -> list[Result]:
                 )
             )
     return results
+
+
+def parse_lines(lines: list[str]) -> list[Result]:
+    """A block's body read off a screen, one string per row → results.
+
+    A TUI word-wraps a long JSON line and drops the blank where it broke it, so rows joined
+    with newlines (right for JSON printed over several lines) may not decode; rows joined
+    with one blank then rebuild the line. The first join that decodes strictly is parsed;
+    when none does, the newline join is, so the error and excerpt show the rows as drawn.
+    """
+    text = "\n".join(lines)
+    if _decodes(_unfence(text.strip())):
+        return parse_block(text)
+    body = lines
+    if len(body) > 2 and body[0].startswith("```") and body[-1] == "```":
+        body = body[1:-1]
+    joined = " ".join(line for line in body if line)
+    if _decodes(joined):
+        return parse_block(joined)
+    return parse_block(text)
+
+
+def _decodes(text: str) -> bool:
+    try:
+        msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    return True
 
 
 class EmissionParser:

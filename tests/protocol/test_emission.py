@@ -22,6 +22,7 @@ from protocol.emission import (
     coerce,
     invalid_payload,
     parse_block,
+    parse_lines,
     strip_terminal,
     to_event,
 )
@@ -740,3 +741,33 @@ def test_coerce_never_raises_and_emitted_fits_the_wire_event(obj: object) -> Non
     assert decoded.summary == result.summary
     assert decoded.links == result.links
     assert result.confidence is None or 0.0 <= result.confidence <= 1.0
+
+
+# --- parse_lines: a block's body as rows read off a screen ---------------------------------
+
+
+def test_parse_lines_rejoins_a_word_wrapped_line() -> None:
+    """A TUI wraps a long JSON line at a blank and drops the blank: joined again with one."""
+    rows = ['{"event_type": "note", "summary": "one two', 'three four"}']
+    [result] = parse_lines(rows)
+    assert isinstance(result, Emitted) and result.summary == "one two three four"
+    assert "_notes" not in result.payload
+
+
+def test_parse_lines_keeps_json_printed_over_lines_and_fences() -> None:
+    rows = [
+        "```json",
+        "[",
+        '  {"event_type": "a", "summary": "x"},',
+        '  {"event_type": "b",',
+        '   "summary": "y"}',
+        "]",
+        "```",
+    ]
+    assert [r.event_type for r in parse_lines(rows) if isinstance(r, Emitted)] == ["a", "b"]
+
+
+def test_parse_lines_reports_unreadable_rows_once_as_drawn() -> None:
+    [bad] = parse_lines(['{"event_type": "a", "summary": "cut', "short"])
+    assert isinstance(bad, Invalid) and bad.reason == "invalid_json"
+    assert bad.excerpt == '{"event_type": "a", "summary": "cut\nshort'

@@ -95,6 +95,9 @@ class RealFleet:
         assert result.returncode == 0, result.stderr
         return sorted((json.loads(x) for x in result.stdout.splitlines()), key=lambda e: e["id"])
 
+    def target(self, session: str) -> str:
+        return f"{self.tenant}/h1/{session}"
+
     def pane(self, session: str) -> realcli.Pane:
         return realcli.Pane(realcli.Tmux.existing(self.socket), f"={session}:")
 
@@ -193,7 +196,7 @@ def test_send_verify_reaches_the_model(real: RealFleet, runtime: str, kind: str)
         "long": f"{marker} " + "x" * 190,
         "multi": f"{marker} line one\nline two\nline three",
     }[kind]
-    code, result = real.cli_json("send", runtime, message, "--tenant", real.tenant)
+    code, result = real.cli_json("send", real.target(runtime), message)
     assert code == 0, result
     request = real.model.wait_for_prompt(marker, 20)
     assert message.replace("\n", "") in request.prompt.replace("\n", ""), request.prompt
@@ -205,7 +208,7 @@ def test_send_into_a_blocked_session_is_refused(real: RealFleet, runtime: str) -
     touched = real.touch_dir / runtime
     real.submit(runtime, f"please run tool-{runtime}")
     row = real.wait_state(runtime, "blocked", timeout=30)
-    code, result = real.cli_json("send", runtime, "please stop", "--tenant", real.tenant)
+    code, result = real.cli_json("send", real.target(runtime), "please stop")
     assert code == 1, result
     assert result["outcome"] == "blocked", result
     # The dialog is still there, and nothing was approved.
@@ -221,7 +224,7 @@ def test_cancel_during_streaming(real: RealFleet, runtime: str) -> None:
     real.submit(runtime, f"please forever-{runtime}")
     request = real.model.wait_for_prompt(f"forever-{runtime}", 20)
     real.wait_state(runtime, "working", timeout=20)
-    code, result = real.cli_json("cancel", runtime, "--tenant", real.tenant)
+    code, result = real.cli_json("cancel", real.target(runtime))
     assert code == 0 and result["outcome"] == "cancelled", result
     assert request.done.wait(15)
     cancelled = wait_for(
