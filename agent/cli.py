@@ -11,8 +11,10 @@ from typing import Annotated
 import anyio
 import typer
 
-from agent.config import AgentConfig, ConfigError, load
+from agent.config import AgentConfig, load
 from agent.uid import Decision, UidError, resolve, session_identity
+from common.config import ConfigError
+from common.logs import setup_logging
 
 app = typer.Typer(
     add_completion=False,
@@ -20,14 +22,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="agentfleet host agent",
 )
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @app.command()
@@ -65,6 +59,15 @@ def stub(ctx: typer.Context) -> None:
     from agent.stub.app import main as stub_main
 
     raise typer.Exit(stub_main(list(ctx.args)))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def hook(ctx: typer.Context) -> None:
+    """Hand a runtime hook's JSON (stdin, or the last argument) to the running host agent:
+    [--spool FILE] [--runtime NAME] [--session NAME] [PAYLOAD]. Always exits 0, silently."""
+    from agent.hooks.send import deliver
+
+    raise typer.Exit(deliver(list(ctx.args)))
 
 
 def main() -> None:

@@ -1,15 +1,18 @@
-"""Host agent configuration: one TOML file, loaded into one typed struct."""
+"""Host agent configuration: one TOML file, loaded into one typed struct.
+
+``ConfigError`` is common.config's, named here for the callers of ``load``.
+"""
 
 from __future__ import annotations
 
 import socket
-import tomllib
 from enum import Enum
 from pathlib import Path
 
 import msgspec
 import platformdirs
 
+from common.config import ConfigError, load_toml
 from common.natsconn import NatsSettings
 from common.tomlout import dump_struct
 from protocol.heartbeat import DEFAULT_INTERVAL_S, SessionKind
@@ -20,10 +23,6 @@ from protocol.ids import (
     validate_session,
     validate_tenant,
 )
-
-
-class ConfigError(ValueError):
-    pass
 
 
 class SessionSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,17 +95,7 @@ def validate(config: AgentConfig) -> AgentConfig:
 
 
 def load(path: Path) -> AgentConfig:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    try:
-        config = msgspec.convert(raw, AgentConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return validate(config)
+    return load_toml(path, AgentConfig, validate)
 
 
 def dump(config: AgentConfig) -> str:

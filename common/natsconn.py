@@ -54,6 +54,27 @@ def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+def connect_options(settings: NatsSettings) -> dict[str, Any]:
+    """The nats-py arguments saying where and as whom: servers, credentials, TLS, inbox.
+
+    Every connection (daemons and the CLI) is made with these, so a setting means the same
+    everywhere (a ``~`` in a credentials or seed path is the user's home).
+    """
+    options: dict[str, Any] = {"servers": settings.servers, "tls": tls_context(settings)}
+    if settings.credentials:
+        options["user_credentials"] = str(Path(settings.credentials).expanduser())
+    if settings.nkey_seed:
+        options["nkeys_seed"] = str(Path(settings.nkey_seed).expanduser())
+    if settings.user:
+        options["user"] = settings.user
+        options["password"] = settings.password
+    if settings.token:
+        options["token"] = settings.token
+    if settings.inbox_prefix:
+        options["inbox_prefix"] = settings.inbox_prefix
+    return options
+
+
 def _reconnect_handler(servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
     # Prefer the server tried least often; among equals pick at random so a fleet of agents
     # does not stampede the same server after it returns.
@@ -86,7 +107,7 @@ async def connect(
         return None
 
     kwargs: dict[str, Any] = {
-        "servers": settings.servers,
+        **connect_options(settings),
         "name": name,
         "connect_timeout": settings.connect_timeout_s,
         # One pass over the servers per attempt: nats-py's own initial-connect loop would
@@ -98,19 +119,7 @@ async def connect(
         "disconnected_cb": on_disconnected or _noop,
         "reconnected_cb": on_reconnected or _noop,
         "closed_cb": _noop,
-        "tls": tls_context(settings),
     }
-    if settings.credentials:
-        kwargs["user_credentials"] = str(Path(settings.credentials).expanduser())
-    if settings.nkey_seed:
-        kwargs["nkeys_seed"] = str(Path(settings.nkey_seed).expanduser())
-    if settings.user:
-        kwargs["user"] = settings.user
-        kwargs["password"] = settings.password
-    if settings.token:
-        kwargs["token"] = settings.token
-    if settings.inbox_prefix:
-        kwargs["inbox_prefix"] = settings.inbox_prefix
 
     attempt = 0
     while True:

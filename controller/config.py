@@ -1,22 +1,21 @@
-"""Controller configuration: one TOML file, loaded into one typed struct."""
+"""Controller configuration: one TOML file, loaded into one typed struct.
+
+``ConfigError`` is common.config's, named here for the callers of ``load``.
+"""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import msgspec
 import platformdirs
 
+from common.config import ConfigError, load_toml
 from common.natsconn import NatsSettings
 from common.tomlout import dump_struct
 from controller.events.streams import StreamSettings
 from controller.events.synthesis.engine import SynthesisConfig
 from protocol.ids import IdError, validate_tenant
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def default_data_dir() -> Path:
@@ -61,16 +60,7 @@ def validate(config: ControllerConfig) -> ControllerConfig:
 
 
 def load(path: Path) -> ControllerConfig:
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    try:
-        return validate(msgspec.convert(raw, ControllerConfig))
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return load_toml(path, ControllerConfig, validate)
 
 
 def dump(config: ControllerConfig) -> str:

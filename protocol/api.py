@@ -1,17 +1,44 @@
 """The controller's API (fleet.ctl.<verb>), as called by the `fleet` CLI.
 
 Every reply is either the verb's reply struct or an ApiError; large listings are paged so no
-reply exceeds the server's max payload.
+reply exceeds the server's max payload. ``VERBS`` at the end is the one table of verbs: the
+controller's router and the CLI's client both take a verb from it, never a bare string.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from protocol import subjects
 from protocol.codec import Message
+from protocol.commands import CommandRequest, CommandResult
+from protocol.events_api import (
+    EventLinkReply,
+    EventLinkRequest,
+    EventShowReply,
+    EventShowRequest,
+    EventsReply,
+    EventsSearchRequest,
+    EventsTailRequest,
+    RebuildReply,
+    RebuildRequest,
+)
 from protocol.heartbeat import SessionSnapshot
+from protocol.reports_api import (
+    BaselineReply,
+    BaselineRequest,
+    MetricsReply,
+    MetricsRequest,
+    WeeklyReply,
+    WeeklyRequest,
+)
+
+Req = TypeVar("Req")
+Rep = TypeVar("Rep")
 
 
 class HostState(str, Enum):
@@ -93,3 +120,47 @@ class StatusReply(Message, frozen=True, tag="status.reply"):
     counters: dict[str, int] = {}
     # Recent latency percentiles in ms, e.g. heartbeat_lag_p50 (sent_at → processed).
     latencies_ms: dict[str, float] = {}
+
+
+@dataclass(frozen=True)
+class ApiVerb(Generic[Req, Rep]):
+    """One controller verb: its name (the subject's tail), what it takes, what it answers
+    (besides an ApiError, which any verb may answer)."""
+
+    name: str
+    request: type[Req]
+    reply: type[Rep]
+
+    @property
+    def subject(self) -> str:
+        return subjects.controller_api(self.name)
+
+
+PS = ApiVerb("ps", PsRequest, PsReply)
+STATUS = ApiVerb("status", StatusRequest, StatusReply)
+CMD = ApiVerb("cmd", CommandRequest, CommandResult)
+EVENTS_SEARCH = ApiVerb("events.search", EventsSearchRequest, EventsReply)
+EVENTS_TAIL = ApiVerb("events.tail", EventsTailRequest, EventsReply)
+EVENTS_SHOW = ApiVerb("events.show", EventShowRequest, EventShowReply)
+EVENTS_LINK = ApiVerb("events.link", EventLinkRequest, EventLinkReply)
+STORE_REBUILD = ApiVerb("store.rebuild", RebuildRequest, RebuildReply)
+REPORT_BASELINE = ApiVerb("report.baseline", BaselineRequest, BaselineReply)
+REPORT_WEEKLY = ApiVerb("report.weekly", WeeklyRequest, WeeklyReply)
+METRICS = ApiVerb("metrics", MetricsRequest, MetricsReply)
+
+VERBS: dict[str, ApiVerb[Any, Any]] = {
+    verb.name: verb
+    for verb in (
+        PS,
+        STATUS,
+        CMD,
+        EVENTS_SEARCH,
+        EVENTS_TAIL,
+        EVENTS_SHOW,
+        EVENTS_LINK,
+        STORE_REBUILD,
+        REPORT_BASELINE,
+        REPORT_WEEKLY,
+        METRICS,
+    )
+}

@@ -33,12 +33,22 @@ def encode(message: Any) -> bytes:
 
 
 def decode(data: bytes | bytearray | memoryview | str, type: type[T]) -> T:
+    """Decode one message of ``type``; a message from a newer schema than this build knows is
+    refused, since its fields may mean what this build cannot tell."""
     decoder = _decoders.get(type)
     if decoder is None:
         decoder = _decoders[type] = msgspec.json.Decoder(type)
     try:
-        return decoder.decode(data)
+        message = decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DecodeError(str(exc)) from None
     except UnicodeDecodeError as exc:
         raise DecodeError(f"not UTF-8: {exc}") from None
+    version = getattr(message, "schema_version", SCHEMA_VERSION)
+    if version > SCHEMA_VERSION:
+        kind = getattr(getattr(message, "__struct_config__", None), "tag", None) or "message"
+        raise DecodeError(
+            f"{kind} has schema_version {version}, newer than this build understands "
+            f"({SCHEMA_VERSION}): upgrade agentfleet"
+        )
+    return message

@@ -25,6 +25,9 @@ class Send(Verb, frozen=True, tag="send"):
     text: Annotated[str, msgspec.Meta(max_length=MAX_SEND_CHARS)]
     verify: bool | None = None  # None: the runtime's default (verify interactive runtimes)
     timeout_s: float = 10.0
+    # `send --answer`: first answer the dialog a blocked session shows with this choice
+    # (as `Answer`); without it a blocked session refuses the text.
+    answer: Annotated[str, msgspec.Meta(min_length=1, max_length=16)] | None = None
 
 
 class Cancel(Verb, frozen=True, tag="cancel"):
@@ -63,7 +66,39 @@ class Explain(Verb, frozen=True, tag="explain"):
     pass
 
 
-Body = Send | Cancel | Watch | Takeover | Release | Spawn | Stop | Explain
+class Answer(Verb, frozen=True, tag="answer"):
+    """Press exactly one key in the dialog a blocked session shows: a menu number, a letter
+    or a key name (`answer_key`). Audited as an `operator.answer` event."""
+
+    choice: Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+    timeout_s: float = 5.0
+
+
+Body = Send | Cancel | Watch | Takeover | Release | Spawn | Stop | Explain | Answer
+
+# Key names `answer` accepts (any case) and the tmux key each presses. Deliberately short:
+# nothing that could quit or interrupt the runtime (no C-c, no C-d).
+ANSWER_KEYS = {
+    "enter": "Enter",
+    "escape": "Escape",
+    "esc": "Escape",
+    "tab": "Tab",
+    "btab": "BTab",
+    "up": "Up",
+    "down": "Down",
+    "left": "Left",
+    "right": "Right",
+    "space": "Space",
+}
+
+
+def answer_key(choice: str) -> str | None:
+    """The tmux key an operator's choice presses: one ASCII digit or letter as itself, or a
+    name from ANSWER_KEYS; None when the choice is not one of those."""
+    c = choice.strip()
+    if len(c) == 1 and c.isascii() and c.isalnum():
+        return c
+    return ANSWER_KEYS.get(c.lower())
 
 
 class Command(Message, frozen=True, tag="command"):
@@ -77,9 +112,11 @@ class Command(Message, frozen=True, tag="command"):
 
 
 class Outcome(str, Enum):
-    OK = "ok"  # done (spawn, stop, takeover, release, watch, explain)
+    OK = "ok"  # done (spawn, stop, takeover, release, watch, explain, answer)
     DELIVERED = "delivered"  # send: proven delivered (or sent, without --verify)
     NOT_VERIFIED = "not_verified"  # send: typed, but no proof the session took it
+    QUEUED = "queued"  # send: the session was working; the runtime holds the prompt
+    BLOCKED = "blocked"  # send: the session shows a dialog; nothing was typed
     NOOP = "noop"  # nothing to do (cancel of an idle session)
     CANCELLED = "cancelled"  # cancel: the run stopped
     EXPIRED = "expired"  # arrived after its deadline: not executed
@@ -93,7 +130,9 @@ class Outcome(str, Enum):
 
 
 # Outcomes that mean "it worked" for the CLI's exit code.
-SUCCESS = frozenset({Outcome.OK, Outcome.DELIVERED, Outcome.NOOP, Outcome.CANCELLED})
+SUCCESS = frozenset(
+    {Outcome.OK, Outcome.DELIVERED, Outcome.QUEUED, Outcome.NOOP, Outcome.CANCELLED}
+)
 
 
 class CommandResult(Message, frozen=True, tag="command.result"):

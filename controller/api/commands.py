@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
 
 import msgspec
@@ -20,7 +19,7 @@ from protocol import DecodeError, decode, encode, subjects
 from protocol.api import HostState
 from protocol.commands import Command, CommandRequest, CommandResult, Outcome, Spawn, Watch
 
-Observe = Callable[[CommandResult, str], None]
+Connection = Callable[[str], Client | None]  # the NATS connection of a tenant's account
 
 
 def new_command_id() -> str:
@@ -72,11 +71,17 @@ def resolve(
 
 
 class CommandRouter:
-    def __init__(self, state: FleetState, connection: Callable[[str], Client | None]) -> None:
+    def __init__(
+        self,
+        state: FleetState,
+        connection: Connection,
+        relay: WatchRelay,
+        on_round_trip: Callable[[float], None],
+    ) -> None:
         self.state = state
-        self.connection = connection  # the NATS connection of a tenant's account
-        self.round_trips_ms: deque[float] = deque(maxlen=10_000)
-        self.relay: WatchRelay | None = None
+        self.connection = connection
+        self.relay = relay  # where a watch's frames go once the agent accepted it
+        self.on_round_trip = on_round_trip  # ms, request to the agent's answer
 
     async def handle(self, req: CommandRequest) -> CommandResult:
         command_id = req.command_id or new_command_id()
@@ -132,16 +137,11 @@ class CommandRouter:
                 Outcome.TIMEOUT, f"{tenant}/{host} did not answer within {req.timeout_s:.0f}s"
             )
         rtt = round((time.monotonic() - start) * 1000, 2)
-        self.round_trips_ms.append(rtt)
+        self.on_round_trip(rtt)
         try:
             result = decode(msg.data, CommandResult)
         except DecodeError as exc:
             return answer(Outcome.FAILED, f"unreadable answer from {tenant}/{host}: {exc}")
-        if (
-            isinstance(body, Watch)
-            and req.deliver
-            and self.relay is not None
-            and (result.outcome is Outcome.OK)
-        ):
+        if isinstance(body, Watch) and req.deliver and result.outcome is Outcome.OK:
             await self.relay.add((tenant, host, session), req.deliver, body.ttl_s)
         return msgspec.structs.replace(result, round_trip_ms=rtt)

@@ -1,13 +1,11 @@
 """The controller's evidence verbs: report.baseline, report.weekly, metrics.
 
-``register`` attaches a ``FleetMetrics`` to the controller (as ``controller.metrics``) and
-chains it onto the ingest hook, so every newly stored event is counted exactly once, in
-the order it was stored. Reports run in a worker thread over read-only connections.
+Reports run in a worker thread over read-only connections; the metrics they answer with are
+the controller's one ``FleetMetrics``, fed by the daemon.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -15,14 +13,16 @@ from typing import Any, Final
 import anyio
 import msgspec
 
-from controller.events.store.core import StoreError
+from controller.events.store.core import EventStore, StoreError
+from controller.events.system import Publish, system_event
+from controller.fleet.state import FleetState
+from controller.fleet.statedb import StateDB
 from controller.reports.evidence import baseline, load_inputs
 from controller.reports.metrics import FleetMetrics
 from controller.reports.render import fmt, fmt_change
 from controller.reports.weekly import weekly
-from protocol import encode, subjects
+from protocol import encode
 from protocol.api import ApiError, ErrorCode
-from protocol.events import Event, SourceKind, derived_boot_id
 from protocol.reports_api import (
     BaselineReply,
     BaselineReport,
@@ -34,8 +34,6 @@ from protocol.reports_api import (
     WeeklyReport,
     WeeklyRequest,
 )
-
-log = logging.getLogger(__name__)
 
 REPLY_BUDGET_BYTES: Final = 768 * 1024
 REPORT_HOST: Final = "controller"
@@ -77,38 +75,53 @@ def _fit_baseline(report: BaselineReport) -> BaselineReport:
     return msgspec.structs.replace(report, by_session=[], truncated=[*report.truncated, cut])
 
 
+def session_runtime(state: FleetState, tenant: str, host: str, session: str) -> str:
+    """The runtime a session is configured with (else seen running), for metric labels."""
+    entry = state.hosts.get((tenant, host))
+    for snap in entry.sessions if entry is not None else ():
+        if snap.name == session:
+            return snap.runtime_configured or snap.runtime_observed or "unknown"
+    return "unknown"
+
+
+def external_counters(state: FleetState, store: EventStore) -> dict[str, float]:
+    """The counters metrics read from elsewhere: fleet state's, and the store's gap total."""
+    try:
+        gaps = store.total_gaps()
+    except StoreError:
+        gaps = 0  # the store is not open yet (or any more): nothing to count
+    return {**state.counters, "sequence_gaps": gaps}
+
+
 class ReportApi:
-    def __init__(self, controller: Any) -> None:
-        self.c = controller
-
-    def runtime_of(self, tenant: str, host: str, session: str) -> str:
-        entry = self.c.state.hosts.get((tenant, host))
-        for snap in entry.sessions if entry is not None else ():
-            if snap.name == session:
-                return snap.runtime_configured or snap.runtime_observed or "unknown"
-        return "unknown"
-
-    def external(self) -> dict[str, float]:
-        try:
-            gaps = self.c.store.total_gaps()
-        except StoreError:
-            gaps = 0  # the store is not open yet (or any more): nothing to count
-        return {**self.c.state.counters, "sequence_gaps": gaps}
+    def __init__(
+        self,
+        store: EventStore,
+        db: StateDB,
+        tenants: Sequence[str],
+        publish: Publish,
+        metrics: FleetMetrics,
+    ) -> None:
+        self.store = store
+        self.db = db
+        self.tenants = list(tenants)
+        self.publish = publish
+        self.fleet_metrics = metrics
 
     async def baseline(self, req: BaselineRequest) -> BaselineReply:
         def build() -> BaselineReport:
-            inputs = load_inputs(self.c.store, self.c.db, req.tenant)
+            inputs = load_inputs(self.store, self.db, req.tenant)
             return baseline(inputs, req.since, req.until, req.tenant)
 
         return BaselineReply(report=_fit_baseline(await anyio.to_thread.run_sync(build)))
 
     async def weekly(self, req: WeeklyRequest) -> WeeklyReply | ApiError:
-        tenants = list(self.c.config.tenants)
+        tenants = self.tenants
         if req.tenant is not None and req.tenant not in tenants:
             return ApiError(code=ErrorCode.BAD_REQUEST, message=f"unknown tenant {req.tenant!r}")
 
         def build() -> WeeklyReport:
-            inputs = load_inputs(self.c.store, self.c.db, req.tenant)
+            inputs = load_inputs(self.store, self.db, req.tenant)
             return weekly(inputs, req.week, time.time(), req.tenant)
 
         try:
@@ -126,47 +139,22 @@ class ReportApi:
 
     async def post(self, tenant: str, key: str, report: WeeklyReport) -> None:
         summary, payload = digest(report)
-        event = Event(
-            tenant=tenant,
-            host=REPORT_HOST,
-            session=REPORT_SESSION,
-            boot_id=derived_boot_id(key),
-            seq=0,
+        event = system_event(
+            tenant,
+            REPORT_HOST,
+            REPORT_SESSION,
+            key,
             ts=time.time(),
             event_type="report.weekly",
             summary=summary,
-            source_kind=SourceKind.SYSTEM,
             tags=["report", "report.weekly", f"week:{report.week}"],
             payload=payload,
             provenance="fleet report weekly",
-            idempotency_key=key,
         )
-        subject = subjects.event(tenant, REPORT_HOST, REPORT_SESSION, event.event_type)
-        await self.c._publish_event(subject, encode(event), key)
+        await self.publish(event)
 
     async def metrics(self, _req: MetricsRequest) -> MetricsReply:
-        metrics: FleetMetrics = self.c.metrics
+        metrics = self.fleet_metrics
         text = await anyio.to_thread.run_sync(metrics.render_prometheus)
         snapshot = await anyio.to_thread.run_sync(metrics.snapshot)
         return MetricsReply(text=text, snapshot=snapshot)
-
-
-def register(controller: Any) -> None:
-    api = ReportApi(controller)
-    if getattr(controller, "metrics", None) is None:
-        controller.metrics = FleetMetrics(runtime_of=api.runtime_of, external=api.external)
-    metrics: FleetMetrics = controller.metrics
-    downstream = controller.ingest.on_stored
-
-    async def on_stored(events: Sequence[Event], ids: Sequence[int | None]) -> None:
-        try:
-            metrics.observe_stored(events, ids)
-        except Exception:  # counting must never stop ingest
-            log.exception("metrics: counting stored events failed")
-        if downstream is not None:
-            await downstream(events, ids)
-
-    controller.ingest.on_stored = on_stored
-    controller.api.route("report.baseline", BaselineRequest, api.baseline)
-    controller.api.route("report.weekly", WeeklyRequest, api.weekly)
-    controller.api.route("metrics", MetricsRequest, api.metrics)

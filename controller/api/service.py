@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from protocol import DecodeError, decode, encode, subjects
-from protocol.api import ApiError, ErrorCode
+from protocol.api import ApiError, ApiVerb, ErrorCode
 
 log = logging.getLogger(__name__)
 
+Req = TypeVar("Req")
 Handler = Callable[[Any], Awaitable[Any]]
 
 
@@ -29,8 +30,9 @@ class ApiService:
         self._sub: Subscription | None = None
         self.errors = 0
 
-    def route(self, verb: str, request_type: type[Any], handler: Handler) -> None:
-        self._routes[verb] = (request_type, handler)
+    def route(self, verb: ApiVerb[Req, Any], handler: Callable[[Req], Awaitable[Any]]) -> None:
+        """Serve ``verb`` (an entry of protocol.api.VERBS) with ``handler``."""
+        self._routes[verb.name] = (verb.request, handler)
 
     async def start(self, nc: Client) -> None:
         self._nc = nc

@@ -17,9 +17,9 @@ import platformdirs
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from common.natsconn import NatsSettings, tls_context
-from protocol import DecodeError, decode, encode, subjects
-from protocol.api import ApiError
+from common.natsconn import NatsSettings, connect_options
+from protocol import DecodeError, decode, encode
+from protocol.api import VERBS, ApiError, ApiVerb
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ class ControllerClient:
 
     async def __aenter__(self) -> ControllerClient:
         kwargs: dict[str, Any] = {
-            "servers": self.settings.servers,
+            **connect_options(self.settings),
             "connect_timeout": CONNECT_TIMEOUT_S,
             "allow_reconnect": False,
             # One try per server, then NoServersError (nats-py would otherwise loop forever).
@@ -94,19 +94,6 @@ class ControllerClient:
             "reconnect_time_wait": 0.05,
             "name": "fleet-cli",
         }
-        if self.settings.credentials:
-            kwargs["user_credentials"] = self.settings.credentials
-        if self.settings.user:
-            kwargs["user"], kwargs["password"] = self.settings.user, self.settings.password
-        if self.settings.token:
-            kwargs["token"] = self.settings.token
-        if self.settings.nkey_seed:
-            kwargs["nkeys_seed"] = str(Path(self.settings.nkey_seed).expanduser())
-        if self.settings.inbox_prefix:
-            kwargs["inbox_prefix"] = self.settings.inbox_prefix
-        tls = tls_context(self.settings)
-        if tls is not None:
-            kwargs["tls"] = tls
 
         errors: list[Exception] = []
 
@@ -130,8 +117,14 @@ class ControllerClient:
         if self._nc is not None:
             await self._nc.close()
 
-    async def call(self, verb: str, request: Any, reply_type: type[T]) -> T:
-        subject = subjects.controller_api(verb)
+    async def call(
+        self, verb: ApiVerb[Any, T] | str, request: Any, reply_type: type[T] | None = None
+    ) -> T:
+        """Ask the controller ``verb`` (an entry of protocol.api.VERBS; a verb's name is looked
+        up there, for callers outside this package) and return its reply."""
+        if isinstance(verb, str):
+            verb = VERBS[verb]
+        subject = verb.subject
         try:
             msg = await self._nc.request(subject, encode(request), timeout=self.timeout)
         except NoRespondersError:
@@ -141,12 +134,13 @@ class ControllerClient:
             ) from None
         except NatsTimeoutError:
             raise ClientError(
-                f"the controller at {self.url} did not answer {verb} within {self.timeout:.0f}s"
+                f"the controller at {self.url} did not answer {verb.name} within "
+                f"{self.timeout:.0f}s"
             ) from None
         try:
-            reply = decode(msg.data, reply_type | ApiError)  # type: ignore[operator]
+            reply = decode(msg.data, (reply_type or verb.reply) | ApiError)  # type: ignore[operator, arg-type]
         except DecodeError as exc:
-            raise ClientError(f"unreadable reply to {verb}: {exc}") from None
+            raise ClientError(f"unreadable reply to {verb.name}: {exc}") from None
         if isinstance(reply, ApiError):
-            raise CommandRefused(f"{verb}: {reply.message} ({reply.code.value})")
+            raise CommandRefused(f"{verb.name}: {reply.message} ({reply.code.value})")
         return reply

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from controller.cli.client import ClientError, resolve_settings
+from controller.cli.common import NatsOpt, fail
 
 if TYPE_CHECKING:
     from controller.deploy.plan import HostResult
@@ -51,10 +52,7 @@ def deploy(
             "(default: the servers this CLI uses)",
         ),
     ] = None,
-    nats: Annotated[
-        str | None,
-        typer.Option("--nats", envvar="FLEET_NATS_URL", help="where this CLI finds the fleet"),
-    ] = None,
+    nats: NatsOpt = None,
     credentials: Annotated[
         Path | None, typer.Option(help="the host's NATS .creds file, installed 0600")
     ] = None,
@@ -99,7 +97,6 @@ def deploy(
     timeout: Annotated[float, typer.Option(help="seconds to wait for the first heartbeat")] = 60.0,
 ) -> None:
     """Install or update the host agent on hosts over SSH and wait for its heartbeat."""
-    from controller.cli.app import fail
     from controller.deploy.plan import DeployOptions, Outcome, deploy_all
     from controller.deploy.remote import SshOptions, Target
 

@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 
 from controller.cli.client import ControllerClient
+from controller.cli.common import JsonOpt, NatsOpt, print_json, run_client
+from protocol import api
 from protocol.events import LinkType
 from protocol.events_api import (
     EventLinkReply,
@@ -69,7 +71,7 @@ def event_line(e: StoredEvent) -> str:
 def print_events(events: list[StoredEvent], json_out: bool) -> None:
     for e in events:
         if json_out:
-            sys.stdout.write(msgspec.json.encode(e).decode() + "\n")
+            print_json(e)
         else:
             console.print(event_line(e), markup=False)
     sys.stdout.flush()
@@ -83,15 +85,12 @@ def tail(
     last: Annotated[int, typer.Option(help="start with the last N events")] = 20,
     tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
-    nats_url: Annotated[str | None, typer.Option("--nats", envvar="FLEET_NATS_URL")] = None,
+    nats_url: NatsOpt = None,
 ) -> None:
     """The newest events, oldest first; with -f, new ones as they are stored."""
-    from controller.cli.app import run_client
 
     async def first(client: ControllerClient) -> int:
-        reply = await client.call(
-            "events.tail", EventsTailRequest(last=last, tenant=tenant), EventsReply
-        )
+        reply = await client.call(api.EVENTS_TAIL, EventsTailRequest(last=last, tenant=tenant))
         print_events(reply.events, json_out)
         return reply.last_id
 
@@ -103,9 +102,7 @@ def tail(
         cursor = after
         while True:
             reply = await client.call(
-                "events.tail",
-                EventsTailRequest(after_id=cursor, tenant=tenant, limit=500),
-                EventsReply,
+                api.EVENTS_TAIL, EventsTailRequest(after_id=cursor, tenant=tenant, limit=500)
             )
             print_events(reply.events, json_out)
             cursor = reply.last_id
@@ -129,11 +126,9 @@ def search(
     until: Annotated[str | None, typer.Option(help="unix s, ISO 8601, or age")] = None,
     limit: Annotated[int, typer.Option(help="at most this many (max 500)")] = 50,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
-    nats_url: Annotated[str | None, typer.Option("--nats", envvar="FLEET_NATS_URL")] = None,
+    nats_url: NatsOpt = None,
 ) -> None:
     """Full-text search over summaries, tags and payloads, newest first."""
-    from controller.cli.app import run_client
-
     request = EventsSearchRequest(
         query=query,
         tenant=tenant,
@@ -146,7 +141,7 @@ def search(
     )
 
     async def call(client: ControllerClient) -> EventsReply:
-        return await client.call("events.search", request, EventsReply)
+        return await client.call(api.EVENTS_SEARCH, request)
 
     reply: EventsReply = run_client(call, nats_url)
     print_events(reply.events, json_out)
@@ -160,18 +155,17 @@ def search(
 @events_app.command("show")
 def show(
     event_id: Annotated[int, typer.Argument(help="event id")],
-    json_out: Annotated[bool, typer.Option("--json")] = False,
-    nats_url: Annotated[str | None, typer.Option("--nats", envvar="FLEET_NATS_URL")] = None,
+    json_out: JsonOpt = False,
+    nats_url: NatsOpt = None,
 ) -> None:
     """One event with every field and its links, both ways."""
-    from controller.cli.app import run_client
 
     async def call(client: ControllerClient) -> EventShowReply:
-        return await client.call("events.show", EventShowRequest(id=event_id), EventShowReply)
+        return await client.call(api.EVENTS_SHOW, EventShowRequest(id=event_id))
 
     reply: EventShowReply = run_client(call, nats_url)
     if json_out:
-        sys.stdout.write(msgspec.json.encode(reply).decode() + "\n")
+        print_json(reply)
         return
     for name, value in msgspec.structs.asdict(reply.event).items():
         if isinstance(value, dict | list):
@@ -189,14 +183,13 @@ def link(
     from_id: Annotated[int, typer.Argument(help="event the edge starts at")],
     to_id: Annotated[int, typer.Argument(help="event the edge points to")],
     link_type: Annotated[LinkType, typer.Option("--type", help="edge type")],
-    nats_url: Annotated[str | None, typer.Option("--nats", envvar="FLEET_NATS_URL")] = None,
+    nats_url: NatsOpt = None,
 ) -> None:
     """Add a typed edge between two stored events."""
-    from controller.cli.app import run_client
 
     async def call(client: ControllerClient) -> EventLinkReply:
         request = EventLinkRequest(from_id=from_id, to_id=to_id, type=link_type)
-        return await client.call("events.link", request, EventLinkReply)
+        return await client.call(api.EVENTS_LINK, request)
 
     reply: EventLinkReply = run_client(call, nats_url)
     console.print(
@@ -206,19 +199,18 @@ def link(
 
 @store_app.command("rebuild")
 def rebuild(
-    json_out: Annotated[bool, typer.Option("--json")] = False,
-    nats_url: Annotated[str | None, typer.Option("--nats", envvar="FLEET_NATS_URL")] = None,
+    json_out: JsonOpt = False,
+    nats_url: NatsOpt = None,
 ) -> None:
     """Rebuild the event store from the JetStream streams (the log)."""
-    from controller.cli.app import run_client
 
     async def call(client: ControllerClient) -> RebuildReply:
         client.timeout = 600.0
-        return await client.call("store.rebuild", RebuildRequest(), RebuildReply)
+        return await client.call(api.STORE_REBUILD, RebuildRequest())
 
     reply: RebuildReply = run_client(call, nats_url, deadline=600.0)
     if json_out:
-        sys.stdout.write(msgspec.json.encode(reply).decode() + "\n")
+        print_json(reply)
         return
     console.print(
         f"rebuilt: {reply.events} events stored from {reply.stream_messages} stream "
@@ -226,4 +218,6 @@ def rebuild(
     )
 
 
-__all__ = ["events_app", "store_app"]
+def register(app: typer.Typer) -> None:
+    app.add_typer(events_app, name="events")
+    app.add_typer(store_app, name="store")

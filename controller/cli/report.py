@@ -15,8 +15,10 @@ from typing import Annotated
 import typer
 
 from controller.cli.client import ControllerClient
+from controller.cli.common import NatsOpt, fail, run_client
 from controller.cli.events import parse_time
 from controller.reports.render import baseline_md, daily_svg, to_json, weekly_md
+from protocol import api
 from protocol.reports_api import (
     BaselineReply,
     BaselineRequest,
@@ -28,7 +30,6 @@ from protocol.reports_api import (
 
 report_app = typer.Typer(no_args_is_help=True, help="evidence: baseline and weekly reports")
 
-NatsOpt = Annotated[str | None, typer.Option("--nats", envvar="FLEET_NATS_URL")]
 REPORT_DEADLINE_S = 120.0  # a report scans a week of events; far longer than a `ps`
 
 
@@ -41,8 +42,6 @@ def write(path: Path, content: str) -> None:
     try:
         path.write_text(content)
     except OSError as exc:
-        from controller.cli.app import fail
-
         fail(f"cannot write {path}: {exc.strerror}")
 
 
@@ -56,13 +55,11 @@ def baseline(
     nats_url: NatsOpt = None,
 ) -> None:
     """Run rates, latencies, emission compliance, validation errors, gaps and host downtime."""
-    from controller.cli.app import run_client
-
     request = BaselineRequest(since=parse_time(since), until=parse_time(until), tenant=tenant)
 
     async def call(client: ControllerClient) -> BaselineReply:
         client.timeout = REPORT_DEADLINE_S
-        return await client.call("report.baseline", request, BaselineReply)
+        return await client.call(api.REPORT_BASELINE, request)
 
     reply: BaselineReply = run_client(call, nats_url, deadline=REPORT_DEADLINE_S)
     text = to_json(reply.report) if fmt is Format.JSON else baseline_md(reply.report)
@@ -86,15 +83,13 @@ def weekly(
     nats_url: NatsOpt = None,
 ) -> None:
     """The week beside the week before: writes fleet-weekly-YYYY-WW.md, .json and .svg."""
-    from controller.cli.app import fail, run_client
-
     if not out_dir.is_dir():  # before asking: a failed write must not follow a posted digest
         fail(f"{out_dir} is not a directory")
     request = WeeklyRequest(week=week, tenant=tenant, post=post)
 
     async def call(client: ControllerClient) -> WeeklyReply:
         client.timeout = REPORT_DEADLINE_S
-        return await client.call("report.weekly", request, WeeklyReply)
+        return await client.call(api.REPORT_WEEKLY, request)
 
     reply: WeeklyReply = run_client(call, nats_url, deadline=REPORT_DEADLINE_S)
     report = reply.report
@@ -116,10 +111,9 @@ def metrics(
     nats_url: NatsOpt = None,
 ) -> None:
     """The controller's metrics, in the Prometheus text format (or JSON)."""
-    from controller.cli.app import run_client
 
     async def call(client: ControllerClient) -> MetricsReply:
-        return await client.call("metrics", MetricsRequest(), MetricsReply)
+        return await client.call(api.METRICS, MetricsRequest())
 
     reply: MetricsReply = run_client(call, nats_url)
     if json_out:

@@ -15,7 +15,8 @@ import msgspec
 import typer
 
 from controller.cli.client import CommandRefused, ControllerClient
-from protocol import decode
+from controller.cli.common import JsonOpt, NatsOpt, print_json, run_client
+from protocol import api, decode
 from protocol.commands import (
     SUCCESS,
     Body,
@@ -32,10 +33,7 @@ from protocol.commands import (
     Watch,
     WatchFrame,
 )
-from protocol.events_api import EventsReply, EventsSearchRequest
-
-NatsOpt = Annotated[str | None, typer.Option("--nats", envvar="FLEET_NATS_URL")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="the result as JSON")]
+from protocol.events_api import EventsSearchRequest
 
 # Exit codes: what scripts branch on.
 EXIT_OK, EXIT_FAILED, EXIT_NOT_VERIFIED = 0, 1, 3
@@ -59,8 +57,6 @@ def exit_code(result: CommandResult) -> int:
 def run_command(
     target: str, body: Body, timeout_s: float, nats_url: str | None, json_out: bool
 ) -> None:
-    from controller.cli.app import run_client
-
     request = CommandRequest(
         target=target,
         body=body,
@@ -71,11 +67,11 @@ def run_command(
 
     async def call(client: ControllerClient) -> CommandResult:
         client.timeout = timeout_s + 2.0
-        return await client.call("cmd", request, CommandResult)
+        return await client.call(api.CMD, request)
 
     result: CommandResult = run_client(call, nats_url, deadline=timeout_s + 5.0)
     if json_out:
-        sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+        print_json(result)
     else:
         where = "/".join(p for p in (result.tenant, result.host, result.session) if p)
         stream = sys.stdout if result.outcome in SUCCESS else sys.stderr
@@ -85,128 +81,143 @@ def run_command(
     raise typer.Exit(exit_code(result))
 
 
+def send(
+    session: Annotated[str, typer.Argument(help="SESSION, HOST/SESSION or T/HOST/SESSION")],
+    text: Annotated[str, typer.Argument(help="pasted literally, then Enter")],
+    answer: Annotated[
+        str | None,
+        typer.Option(help="first answer the dialog of a blocked session (as `fleet answer`)"),
+    ] = None,
+    verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify/--no-verify", help="prove delivery (default for interactive runtimes)"
+        ),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds")] = 15.0,
+    json_out: JsonOpt = False,
+    nats_url: NatsOpt = None,
+) -> None:
+    """Paste TEXT into a session and submit it. Exit 0 delivered or queued (the session
+    was working), 3 not verified, 1 failed or blocked (a dialog is open: see `answer`)."""
+    if answer is not None:
+        from controller.cli.answer import check_choice  # answer builds on this module
+
+        check_choice(answer)
+    run_command(
+        session,
+        Send(
+            session=session_name(session),
+            text=text,
+            verify=verify,
+            timeout_s=max(1.0, timeout - 2.0),
+            answer=answer,
+        ),
+        timeout,
+        nats_url,
+        json_out,
+    )
+
+
+def cancel(
+    session: Annotated[str, typer.Argument()],
+    timeout: Annotated[float, typer.Option(help="seconds")] = 15.0,
+    json_out: JsonOpt = False,
+    nats_url: NatsOpt = None,
+) -> None:
+    """Interrupt the session's current run (its runtime's interrupt key)."""
+    run_command(
+        session,
+        Cancel(session=session_name(session), timeout_s=max(1.0, timeout - 2.0)),
+        timeout,
+        nats_url,
+        json_out,
+    )
+
+
+def takeover(
+    session: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="why (shown to others)")],
+    ttl: Annotated[float, typer.Option(help="lease seconds")] = 300.0,
+    json_out: JsonOpt = False,
+    nats_url: NatsOpt = None,
+) -> None:
+    """Take the exclusive lease: only you may send/cancel until release or expiry."""
+    run_command(
+        session,
+        Takeover(session=session_name(session), reason=reason, ttl_s=ttl),
+        10.0,
+        nats_url,
+        json_out,
+    )
+
+
+def release(
+    session: Annotated[str, typer.Argument()],
+    json_out: JsonOpt = False,
+    nats_url: NatsOpt = None,
+) -> None:
+    """Give back your takeover lease."""
+    run_command(session, Release(session=session_name(session)), 10.0, nats_url, json_out)
+
+
+def spawn(
+    where: Annotated[str, typer.Argument(help="TENANT/HOST")],
+    name: Annotated[str, typer.Option("--name", help="session name")],
+    runtime: Annotated[str, typer.Option(help="runtime")] = "stub",
+    ttl: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    command: Annotated[list[str] | None, typer.Argument(help="-- COMMAND ARGS")] = None,
+    json_out: JsonOpt = False,
+    nats_url: NatsOpt = None,
+) -> None:
+    """Start an ephemeral worker session (not restarted; removed after its run or TTL)."""
+    run_command(
+        where,
+        Spawn(session=name, runtime=runtime, command=command or None, ttl_s=ttl),
+        15.0,
+        nats_url,
+        json_out,
+    )
+
+
+def stop(
+    session: Annotated[str, typer.Argument()],
+    json_out: JsonOpt = False,
+    nats_url: NatsOpt = None,
+) -> None:
+    """Stop a session (a stopped core session is not restarted)."""
+    run_command(session, Stop(session=session_name(session)), 10.0, nats_url, json_out)
+
+
+def explain(
+    session: Annotated[str, typer.Argument()],
+    json_out: JsonOpt = False,
+    nats_url: NatsOpt = None,
+) -> None:
+    """Which detection rule gives the session its state, on which screen line."""
+    run_command(session, Explain(session=session_name(session)), 10.0, nats_url, json_out)
+
+
+def watch(
+    session: Annotated[str, typer.Argument()],
+    events: Annotated[bool, typer.Option("--events", help="interleave its events")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="frames as JSON lines")] = False,
+    nats_url: NatsOpt = None,
+) -> None:
+    """Read-only live view of a session's screen (never sends keys, never resizes)."""
+    try:
+        run_client(lambda c: _watch(c, session, events, json_out), nats_url, deadline=None)
+    except KeyboardInterrupt:
+        pass
+
+
 def register(app: typer.Typer) -> None:
-    @app.command()
-    def send(
-        session: Annotated[str, typer.Argument(help="SESSION, HOST/SESSION or T/HOST/SESSION")],
-        text: Annotated[str, typer.Argument(help="typed literally, then Enter")],
-        verify: Annotated[
-            bool | None,
-            typer.Option(
-                "--verify/--no-verify", help="prove delivery (default for interactive runtimes)"
-            ),
-        ] = None,
-        timeout: Annotated[float, typer.Option(help="seconds")] = 15.0,
-        json_out: JsonOpt = False,
-        nats_url: NatsOpt = None,
-    ) -> None:
-        """Type TEXT into a session. Exit 0 delivered, 3 not verified, 1 failed."""
-        run_command(
-            session,
-            Send(
-                session=session_name(session),
-                text=text,
-                verify=verify,
-                timeout_s=max(1.0, timeout - 2.0),
-            ),
-            timeout,
-            nats_url,
-            json_out,
-        )
+    # `fleet answer` builds on run_command here, so its module imports this one, not back.
+    from controller.cli.answer import register_answer
 
-    @app.command()
-    def cancel(
-        session: Annotated[str, typer.Argument()],
-        timeout: Annotated[float, typer.Option(help="seconds")] = 15.0,
-        json_out: JsonOpt = False,
-        nats_url: NatsOpt = None,
-    ) -> None:
-        """Interrupt the session's current run (its runtime's interrupt key)."""
-        run_command(
-            session,
-            Cancel(session=session_name(session), timeout_s=max(1.0, timeout - 2.0)),
-            timeout,
-            nats_url,
-            json_out,
-        )
-
-    @app.command()
-    def takeover(
-        session: Annotated[str, typer.Argument()],
-        reason: Annotated[str, typer.Option(help="why (shown to others)")],
-        ttl: Annotated[float, typer.Option(help="lease seconds")] = 300.0,
-        json_out: JsonOpt = False,
-        nats_url: NatsOpt = None,
-    ) -> None:
-        """Take the exclusive lease: only you may send/cancel until release or expiry."""
-        run_command(
-            session,
-            Takeover(session=session_name(session), reason=reason, ttl_s=ttl),
-            10.0,
-            nats_url,
-            json_out,
-        )
-
-    @app.command()
-    def release(
-        session: Annotated[str, typer.Argument()],
-        json_out: JsonOpt = False,
-        nats_url: NatsOpt = None,
-    ) -> None:
-        """Give back your takeover lease."""
-        run_command(session, Release(session=session_name(session)), 10.0, nats_url, json_out)
-
-    @app.command()
-    def spawn(
-        where: Annotated[str, typer.Argument(help="TENANT/HOST")],
-        name: Annotated[str, typer.Option("--name", help="session name")],
-        runtime: Annotated[str, typer.Option(help="runtime")] = "stub",
-        ttl: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
-        command: Annotated[list[str] | None, typer.Argument(help="-- COMMAND ARGS")] = None,
-        json_out: JsonOpt = False,
-        nats_url: NatsOpt = None,
-    ) -> None:
-        """Start an ephemeral worker session (not restarted; removed after its run or TTL)."""
-        run_command(
-            where,
-            Spawn(session=name, runtime=runtime, command=command or None, ttl_s=ttl),
-            15.0,
-            nats_url,
-            json_out,
-        )
-
-    @app.command()
-    def stop(
-        session: Annotated[str, typer.Argument()],
-        json_out: JsonOpt = False,
-        nats_url: NatsOpt = None,
-    ) -> None:
-        """Stop a session (a stopped core session is not restarted)."""
-        run_command(session, Stop(session=session_name(session)), 10.0, nats_url, json_out)
-
-    @app.command()
-    def explain(
-        session: Annotated[str, typer.Argument()],
-        json_out: JsonOpt = False,
-        nats_url: NatsOpt = None,
-    ) -> None:
-        """Which detection rule gives the session its state, on which screen line."""
-        run_command(session, Explain(session=session_name(session)), 10.0, nats_url, json_out)
-
-    @app.command()
-    def watch(
-        session: Annotated[str, typer.Argument()],
-        events: Annotated[bool, typer.Option("--events", help="interleave its events")] = False,
-        json_out: Annotated[bool, typer.Option("--json", help="frames as JSON lines")] = False,
-        nats_url: NatsOpt = None,
-    ) -> None:
-        """Read-only live view of a session's screen (never sends keys, never resizes)."""
-        from controller.cli.app import run_client
-
-        try:
-            run_client(lambda c: _watch(c, session, events, json_out), nats_url, deadline=None)
-        except KeyboardInterrupt:
-            pass
+    register_answer(app)
+    for command in (send, cancel, takeover, release, spawn, stop, explain, watch):
+        app.command()(command)
 
 
 RENEW_S = 2.0
@@ -228,7 +239,7 @@ async def _watch(client: ControllerClient, target: str, with_events: bool, json_
             timeout_s=5.0,
             deliver=deliver,
         )
-        result = await client.call("cmd", req, CommandResult)
+        result = await client.call(api.CMD, req)
         if result.outcome is not Outcome.OK:
             raise CommandRefused(f"watch {target}: {result.outcome.value}: {result.message}")
         return result
@@ -250,7 +261,7 @@ async def _watch(client: ControllerClient, target: str, with_events: bool, json_
             req = EventsSearchRequest(
                 tenant=first.tenant, host=first.host, session=first.session, since=since, limit=50
             )
-            reply = await client.call("events.search", req, EventsReply)
+            reply = await client.call(api.EVENTS_SEARCH, req)
             for e in sorted(reply.events, key=lambda e: e.id):
                 if e.id in seen:
                     continue

@@ -13,6 +13,7 @@ from typing import Annotated
 import msgspec
 import typer
 
+from controller.cli.common import JsonOpt, fail
 from controller.config import default_data_dir
 from controller.natsserver.accounts import TenancyError, TenancyStore, reload_server
 from controller.natsserver.config import JetStreamLimits, TlsOptions, host_inbox, render_server
@@ -29,12 +30,6 @@ DataDirOpt = Annotated[
         help="the controller's data dir (default: <user data dir>/agentfleet/controller)",
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def _fail(message: str) -> None:
-    sys.stderr.write(f"fleet: {message}\n")
-    raise typer.Exit(2)
 
 
 def controller_dir(data_dir: Path | None) -> Path:
@@ -65,7 +60,7 @@ def tenant_add(
     try:
         store.add_tenant(name, linux_user=linux_user)
     except (TenancyError, IdError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     print(f"tenant {name} added (account TENANT_{name}); regenerate the server config and reload")
 
 
@@ -75,7 +70,7 @@ def tenant_list(json_out: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     try:
         registry = store_for(data_dir).load()
     except TenancyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     rows = [
         {"tenant": t, "linux_user": r.linux_user, "hosts": len(r.hosts)}
         for t, r in sorted(registry.tenants.items())
@@ -96,7 +91,7 @@ def host_add(
         tenant, host = parse_tenant_host(target)
         seed = store_for(data_dir).add_host(tenant, host)
     except (TenancyError, IdError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     print(f"# credentials of {tenant}/{host}: copy {seed} to the host (mode 0600)")
     print("[nats]")
     print(f"nkey_seed = {msgspec.json.encode(str(seed)).decode()}")
@@ -118,7 +113,7 @@ def host_remove(
         store = store_for(data_dir)
         store.remove_host(tenant, host)
     except (TenancyError, IdError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     pid_file = nats_pid_file or controller_dir(data_dir).parent / "nats" / "nats-server.pid"
     pid = reload_server(pid_file)
     if pid is not None:
@@ -140,7 +135,7 @@ def host_list(
     try:
         registry = store_for(data_dir).load()
     except TenancyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     rows = [
         {"tenant": t, "host": h, "public_key": rec.public_key}
         for t, r in sorted(registry.tenants.items())
@@ -173,9 +168,9 @@ def nats_config(
 ) -> None:
     """Render the nats-server config: one account per tenant, least-privilege users."""
     if (tls_cert is None) != (tls_key is None):
-        _fail("--tls-cert and --tls-key go together")
+        fail("--tls-cert and --tls-key go together")
     if tls_verify and tls_ca is None:
-        _fail("--tls-verify needs --tls-ca")
+        fail("--tls-verify needs --tls-ca")
     tls = None
     if tls_cert is not None and tls_key is not None:
         tls = TlsOptions(
@@ -187,7 +182,7 @@ def nats_config(
     try:
         registry = store_for(data_dir).init()
     except TenancyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     text = render_server(
         registry,
         listen=listen,

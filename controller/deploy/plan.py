@@ -37,7 +37,8 @@ from controller.deploy.steps import (
     build_wheelhouse,
     load_wheelhouse,
 )
-from protocol.api import HostState, PsReply, PsRequest
+from protocol import api
+from protocol.api import HostState, PsRequest
 from protocol.ids import host_id_from_hostname, validate_host, validate_tenant
 
 STEPS = ("connect", "probe", "wheels", "venv", "config", "service", "heartbeat")
@@ -266,7 +267,7 @@ async def wait_for_heartbeat(
             try:
                 async with ControllerClient(opts.controller) as client:
                     while True:
-                        reply = await client.call("ps", request, PsReply)
+                        reply = await client.call(api.PS, request)
                         row = reply.rows[0] if reply.rows else None
                         age_ok = since is None or (
                             row is not None and row.heartbeat_age_s < time.monotonic() - since

@@ -30,9 +30,10 @@ from controller.events.streams import (
     ensure_consumer,
     ensure_stream,
 )
+from controller.events.system import system_event
 from protocol import DecodeError, decode, subjects
 from protocol.emission import excerpt
-from protocol.events import Event, Severity, SourceKind, derived_boot_id
+from protocol.events import Event, Severity
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,15 @@ def invalid_event(
     except subjects.SubjectError:
         host = session = "unknown"
     key = f"invalid:{stream}:{stream_seq}"
-    return Event(
-        tenant=tenant,
-        host=host,
-        session=session,
-        boot_id=derived_boot_id(key),
-        seq=0,
+    return system_event(
+        tenant,
+        host,
+        session,
+        key,
         ts=0.0,
         event_type="validation_error",
         summary=f"invalid event on {msg_subject}: {reason}"[:500],
-        source_kind=SourceKind.SYSTEM,
         severity=Severity.WARNING,
-        idempotency_key=key,
         provenance="controller ingest",
         payload={
             "reason": "invalid_event",

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
+from controller.events.system import Publish, system_event
 from controller.fleet.ratelog import RateLimitedLog
-from protocol import encode, subjects
+from protocol import subjects
 from protocol.emission import excerpt
-from protocol.events import Event, Severity, SourceKind, derived_boot_id
+from protocol.events import Severity
 
 log = logging.getLogger(__name__)
 
 EVENT_EVERY_S = 10.0
 MAX_HOST_COUNTERS = 10_000
-
-Publish = Callable[[str, bytes, str], Awaitable[None]]
 
 
 class Rejects:
@@ -47,18 +45,15 @@ class Rejects:
             return
         self._last_event[slot] = now
         event_key = f"invalid:{kind}:{where.tenant}:{where.host}:{int(now)}"
-        event = Event(
-            tenant=where.tenant,
-            host=where.host,
-            session="host",
-            boot_id=derived_boot_id(event_key),
-            seq=0,
+        event = system_event(
+            where.tenant,
+            where.host,
+            "host",
+            event_key,
             ts=now,
             event_type="validation_error",
             summary=f"refused {kind} message from {where.host}: {reason}"[:500],
-            source_kind=SourceKind.SYSTEM,
             severity=Severity.WARNING,
-            idempotency_key=event_key,
             provenance="controller intake",
             payload={
                 "reason": f"invalid_{kind}",
@@ -69,10 +64,6 @@ class Rejects:
             tags=["validation_error", f"invalid_{kind}"],
         )
         try:
-            await self.publish(
-                subjects.event(event.tenant, event.host, event.session, event.event_type),
-                encode(event),
-                event_key,
-            )
+            await self.publish(event)
         except Exception as exc:
             log.debug("cannot publish the validation_error for %s: %s", subject, exc)

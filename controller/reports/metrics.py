@@ -22,6 +22,7 @@ import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 
 from controller.fleet.state import Transition
+from controller.reports.latencies import RecentLatencies
 from protocol.api import HostState
 from protocol.events import KNOWN_EVENT_TYPES, Event
 
@@ -161,8 +162,9 @@ class Histogram(Counter):
 
 
 class FleetMetrics:
-    """Every metric the controller exposes. ``runtime_of(tenant, host, session)`` names a
-    session's runtime; ``external`` reads counters kept elsewhere (fleet state's
+    """Every metric the controller exposes, and the one place heartbeat lag and command round
+    trip are recorded (``recent`` feeds `fleet status`). ``runtime_of(tenant, host, session)``
+    names a session's runtime; ``external`` reads counters kept elsewhere (fleet state's
     heartbeat/malformed counts, the store's gap total) at render time."""
 
     def __init__(
@@ -173,6 +175,7 @@ class FleetMetrics:
         self.runtime_of = runtime_of or (lambda _t, _h, _s: "unknown")
         self.external = external or dict
         self.lock = threading.Lock()
+        self.recent = RecentLatencies()
         self.runs = Counter(
             "fleet_runs_total", "run ends by outcome", ("tenant", "runtime", "outcome")
         )
@@ -245,6 +248,11 @@ class FleetMetrics:
         # Host and controller clocks differ; a heartbeat "from the future" lagged by nothing.
         with self.lock:
             self.heartbeat_lag.observe(max(0.0, lag_s))
+        self.recent.lags_s.append(lag_s)
+
+    def observe_round_trip(self, rtt_ms: float) -> None:
+        """A command the controller forwarded, timed from request to the agent's answer."""
+        self.recent.round_trips_ms.append(rtt_ms)
 
     def observe_transition(self, transition: Transition) -> None:
         with self.lock:

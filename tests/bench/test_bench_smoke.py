@@ -97,7 +97,9 @@ def test_scenario_runs_and_counts_match(scenario: str, tmp_path: Path) -> None:
         (sample,) = res["samples"].values()
         assert sample["processed_per_s"] > 0 and sample["connection_errors"] == 0
     elif scenario == "cmd":
-        assert res["send"]["outcomes"] == {"delivered": 10}
+        # delivered, or queued behind the stub's previous run: every send taken
+        assert set(res["send"]["outcomes"]) <= {"delivered", "queued"}, res["send"]
+        assert sum(res["send"]["outcomes"].values()) == 10
         assert res["send_verify"]["n"] == 1
         assert res["agent_rss_mib"] > 0
 

@@ -132,6 +132,47 @@ def test_emitted_events_are_searchable(fleet: Fleet, tmux_socket: str) -> None:
     assert status["counters"]["sequence_gaps"] == 0
 
 
+def test_events_tail_follow_prints_new_events_as_json_lines(fleet: Fleet, tmux_socket: str) -> None:
+    """`fleet events tail -f --json`: the first page, then each event stored later, one JSON
+    object per line."""
+    import os
+    import threading
+
+    from conftest import BIN
+
+    tenant = tenant_id()
+    config = fleet.agent_config(tenant, "h1", tmux_socket, [stub("coder")])
+    fleet.start_controller(fleet.controller_config([tenant]))
+    fleet.start_agent(config)
+    wait_for(lambda: (config.state_path / "logs" / "coder.log").exists(), what="capture on")
+    tail = subprocess.Popen(
+        [str(BIN / "fleet"), "events", "tail", "-f", "--json", "--tenant", tenant],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "FLEET_NATS_URL": fleet.nats.url},
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(tail.stdout or []), daemon=True)
+    reader.start()
+    try:
+        send_prompts(tmux_socket, "coder", ["follow the kestrel"])
+
+        def completed() -> dict[str, Any] | None:
+            events = [json.loads(line) for line in list(lines)]
+            return next((e for e in events if e["event_type"] == "run.completed"), None)
+
+        event = wait_for(completed, timeout=30, what="tail -f prints run.completed")
+        assert event["tenant"] == tenant and event["session"] == "coder"
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)
+        reader.join(timeout=10)  # the pipe ends with the process
+        if tail.stdout is not None:
+            tail.stdout.close()
+
+
 def test_controller_kill9_while_streaming_stores_everything_once(
     fleet: Fleet, tmux_socket: str
 ) -> None:

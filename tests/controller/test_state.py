@@ -373,3 +373,29 @@ def test_a_heartbeat_processed_after_its_boots_shutdown_notice_is_stale() -> Non
     assert state.tick() == []  # stopped stays stopped
     t = state.on_heartbeat(hb(seq=1, boot="b2"))  # the agent started again
     assert t is not None and (t.old, t.new) == (HostState.STOPPED, HostState.OK)
+
+
+def test_the_fast_has_a_flag_rule_agrees_with_the_flags_themselves() -> None:
+    """flags.py states the flag rule twice on purpose (the per-heartbeat test is inlined for
+    speed): over every combination that decides a flag, the two must agree."""
+    import itertools
+
+    from controller.fleet.flags import flagged_indexes, session_flags
+    from protocol.heartbeat import BootEnabled
+
+    runtimes = [None, "claude", "codex"]
+    snaps = [
+        SessionSnapshot(
+            name="s",
+            runtime_configured=configured,
+            runtime_observed=observed,
+            managed=managed,
+            pane=pane,
+            boot_enabled=boot,
+        )
+        for configured, observed, managed, pane, boot in itertools.product(
+            runtimes, runtimes, [True, False], list(PaneState), list(BootEnabled)
+        )
+    ]
+    assert flagged_indexes(snaps) == tuple(i for i, s in enumerate(snaps) if session_flags(s))
+    assert 0 < len(flagged_indexes(snaps)) < len(snaps)

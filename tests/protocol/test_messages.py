@@ -140,3 +140,29 @@ def test_a_heartbeat_names_the_id_it_refuses(field: str, bad: str, reason: str) 
     assert data != encode(HB)
     with pytest.raises(DecodeError, match=re.escape(reason)):
         decode(data, Heartbeat)
+
+
+def test_a_message_from_a_newer_schema_is_refused_with_a_clear_error() -> None:
+    lc = Lifecycle(
+        tenant="acme",
+        host="h1",
+        boot_id="b1",
+        event=LifecycleKind.STARTUP,
+        sent_at=1.0,
+        agent_version="0",
+    )
+    data = encode(lc)
+    newer = data.replace(b'"schema_version":1', b'"schema_version":2')
+    with pytest.raises(DecodeError, match=r"lifecycle has schema_version 2, newer than"):
+        decode(newer, Lifecycle)
+    assert decode(data, Lifecycle).schema_version == 1
+
+
+def test_every_api_verb_is_one_table_entry_with_message_types() -> None:
+    from protocol import Message, subjects
+    from protocol.api import VERBS
+
+    for name, verb in VERBS.items():
+        assert verb.name == name
+        assert subjects.parse_controller_api(verb.subject) == name
+        assert issubclass(verb.request, Message) and issubclass(verb.reply, Message)

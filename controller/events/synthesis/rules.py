@@ -15,7 +15,6 @@ the signal's own time.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from controller.events.store.insert import default_idempotency_key
+from controller.events.system import system_event
 from protocol.events import Event, EventLink, LinkType, Severity, SourceKind
 
 SYNTH_PREFIX: Final = "synth:"
@@ -189,25 +189,21 @@ def _synth_event(
     links: list[EventLink] | None = None,
 ) -> Event:
     tenant, host, session = sk
-    return Event(
-        tenant=tenant,
-        host=host,
-        session=session,
-        # Derived from the key, never random: a replay must produce the same row.
-        boot_id="s" + hashlib.sha256(key.encode()).hexdigest()[:15],
-        seq=0,
+    return system_event(
+        tenant,
+        host,
+        session,
+        key,
         ts=ts,
         event_type=event_type,
         summary=summary,
-        source_kind=SourceKind.SYSTEM,
         tags=[SYNTH_TAG],
         payload=payload,
         severity=severity,
         provenance=provenance,
-        idempotency_key=key,
         attention_candidate=severity is not Severity.INFO,
         run_id=run_id,
-        links=links or [],
+        links=links,
     )
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import anyio
 
 from controller.events.store.core import EventStore
 from controller.events.synthesis.engine import LinkRequest, SynthesisConfig, Synthesizer
-from protocol import encode, subjects
+from controller.events.system import Publish
 from protocol.events import Event
 from protocol.events_api import stored_as_event
 from protocol.heartbeat import Heartbeat, SessionState
@@ -24,8 +24,6 @@ _NONE: frozenset[str] = frozenset()
 
 WARM_WINDOW_S = 15 * 60
 WARM_LIMIT = 10_000
-
-Publish = Callable[[str, bytes, str], Awaitable[None]]
 
 
 class SynthesisRunner:
@@ -100,11 +98,7 @@ class SynthesisRunner:
         for event in made:
             key = event.idempotency_key or ""
             try:
-                await self.publish(
-                    subjects.event(event.tenant, event.host, event.session, event.event_type),
-                    encode(event),
-                    key,
-                )
+                await self.publish(event)
             except Exception as exc:
                 log.warning("cannot publish synthesized %s: %s", key, exc)
         if links:
