@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.events.origin import Origin
+from protocol.events import Event, SourceKind
+
 
 @dataclass(frozen=True, slots=True)
 class Lease:
@@ -12,6 +15,23 @@ class Lease:
     reason: str
     since: float
     expires_at: float
+
+
+def lease_event(origin: Origin, session: str, kind: str, lease: Lease, who: str) -> Event:
+    """``kind`` is lease.acquired, lease.released or lease.expired."""
+    return origin.event(
+        session,
+        kind,
+        f"{session}: {kind.split('.')[1]} by {who} ({lease.reason})",
+        SourceKind.OPERATOR,
+        payload={
+            "holder": lease.holder,
+            "reason": lease.reason,
+            "since": lease.since,
+            "expires_at": lease.expires_at,
+            "by": who,
+        },
+    )
 
 
 @dataclass
@@ -61,6 +81,7 @@ class WatchLeases:
     """Watchers per session; output streams only while at least one lease lives."""
 
     watchers: dict[str, dict[str, float]] = field(default_factory=dict)
+    _resync: set[str] = field(default_factory=set)  # sessions whose next frame is a snapshot
 
     def renew(self, session: str, watcher: str, ttl_s: float, now: float) -> bool:
         """Returns True if this starts a new watch (the caller sends a snapshot)."""
@@ -80,3 +101,12 @@ class WatchLeases:
             else:
                 del self.watchers[session]
         return live
+
+    def want_snapshot(self, session: str) -> None:
+        self._resync.add(session)
+
+    def take_snapshot(self, session: str) -> bool:
+        """True once after `want_snapshot`: this frame must be a full snapshot."""
+        wanted = session in self._resync
+        self._resync.discard(session)
+        return wanted

@@ -9,15 +9,21 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from agent.control.leases import Lease, TakeoverLeases, WatchLeases, lease_event
+from agent.control.operations import Operations
+from agent.control.spawn import Spawner
+from agent.control.steering import Steering, answer_events
+from agent.events.emitter import Connection, Emitter
+from agent.events.origin import Origin
 from protocol import DecodeError, decode, encode, subjects
 from protocol.commands import (
+    Answer,
     Cancel,
     Command,
     CommandResult,
@@ -30,10 +36,7 @@ from protocol.commands import (
     Takeover,
     Watch,
 )
-from protocol.events import Event, SourceKind
-
-if TYPE_CHECKING:
-    from agent.daemon import HostAgent
+from protocol.events import SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,26 @@ REMEMBER = 4096  # recent command ids kept for replay answers
 
 
 class CommandServer:
-    def __init__(self, agent: HostAgent) -> None:
-        self.agent = agent
+    def __init__(
+        self,
+        *,
+        connection: Connection,
+        origin: Origin,
+        emitter: Emitter,
+        ops: Operations,
+        spawner: Spawner,
+        steering: Steering,
+        takeovers: TakeoverLeases,
+        watches: WatchLeases,
+    ) -> None:
+        self.connection = connection
+        self.origin = origin
+        self.emitter = emitter
+        self.ops = ops
+        self.spawner = spawner
+        self.steering = steering
+        self.takeovers = takeovers
+        self.watches = watches
         self._results: OrderedDict[str, CommandResult] = OrderedDict()
         self._inflight: dict[str, anyio.Event] = {}
         self._sub: Subscription | None = None
@@ -51,12 +72,12 @@ class CommandServer:
     async def serve(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        agent = self.agent
-        assert agent.nc is not None
+        nc = self.connection()
+        assert nc is not None
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            self._sub = await agent.nc.subscribe(
-                subjects.command(agent.config.tenant, agent.host), cb=self._on_msg
+            self._sub = await nc.subscribe(
+                subjects.command(self.origin.tenant, self.origin.host), cb=self._on_msg
             )
             task_status.started()
             try:
@@ -79,24 +100,22 @@ class CommandServer:
                 log.warning("cannot answer command %s: %s", result.command_id, exc)
 
     async def execute(self, data: bytes) -> CommandResult:
-        agent = self.agent
+        me = self.origin
         try:
             cmd = decode(data, Command)
         except DecodeError as exc:
             return CommandResult(
                 command_id="", outcome=Outcome.BAD_REQUEST, message=f"not a command: {exc}"
             )
-        if (cmd.tenant, cmd.host) != (agent.config.tenant, agent.host):
+        if (cmd.tenant, cmd.host) != (me.tenant, me.host):
             return self._result(
                 cmd,
                 Outcome.BAD_REQUEST,
-                f"this is {agent.config.tenant}/{agent.host}, not {cmd.tenant}/{cmd.host}",
+                f"this is {me.tenant}/{me.host}, not {cmd.tenant}/{cmd.host}",
             )
         if cmd.command_id in self._inflight:
             await self._inflight[cmd.command_id].wait()
-        seen = self._results.get(cmd.command_id) or await anyio.to_thread.run_sync(
-            agent.outbox.recall, cmd.command_id
-        )
+        seen = self._results.get(cmd.command_id) or await self.emitter.recall(cmd.command_id)
         if seen is not None:
             return CommandResult(**{**_fields(seen), "replayed": True})
         done = self._inflight[cmd.command_id] = anyio.Event()
@@ -126,16 +145,12 @@ class CommandServer:
         self._results[cmd.command_id] = result
         while len(self._results) > REMEMBER:
             self._results.popitem(last=False)
-        audit = Event(
-            tenant=cmd.tenant,
-            host=cmd.host,
-            session=cmd.body.session,
-            boot_id=self.agent.clock.boot_id,
-            seq=0,
-            ts=time.time(),
-            event_type="command",
-            summary=f"{_verb(cmd)} {cmd.body.session} by {cmd.issued_by}: {result.outcome.value}",
-            source_kind=SourceKind.OPERATOR,
+        # Only commands addressed to this agent get here: its origin is the command's.
+        audit = self.origin.event(
+            cmd.body.session,
+            "command",
+            f"{_verb(cmd)} {cmd.body.session} by {cmd.issued_by}: {result.outcome.value}",
+            SourceKind.OPERATOR,
             payload={
                 "verb": _verb(cmd),
                 "outcome": result.outcome.value,
@@ -147,7 +162,7 @@ class CommandServer:
             },
             tags=["command", _verb(cmd), result.outcome.value],
         )
-        await self.agent.ops.record(cmd.command_id, result, [audit])
+        await self.emitter.record(cmd.command_id, result, [audit])
 
     def _result(self, cmd: Command, outcome: Outcome, message: str, **kw: object) -> CommandResult:
         return CommandResult(
@@ -161,13 +176,12 @@ class CommandServer:
         )  # type: ignore[arg-type]
 
     async def _dispatch(self, cmd: Command) -> CommandResult:
-        agent = self.agent
         body = cmd.body
         now = time.time()
         if isinstance(body, Spawn):
-            outcome, message = await agent.ops.spawn(body)
+            outcome, message = await self.spawner.spawn(body)
             return self._result(cmd, outcome, message)
-        pane = await agent.ops.pane(body.session)
+        pane = await self.ops.pane(body.session)
         if pane is None:
             return self._result(
                 cmd,
@@ -175,48 +189,16 @@ class CommandServer:
                 f"no session {body.session!r} on {cmd.tenant}/{cmd.host}",
             )
         if isinstance(body, Stop):
-            outcome, message = await agent.ops.stop_session(body.session)
+            outcome, message = await self.spawner.stop(body.session)
             return self._result(cmd, outcome, message)
         if isinstance(body, Takeover):
-            ok, lease = agent.takeovers.acquire(
-                body.session, cmd.issued_by, body.reason, body.ttl_s, now
-            )
-            if not ok:
-                return self._lease_refusal(cmd, lease)
-            await agent.ops.lease_event(body.session, "lease.acquired", lease, cmd.issued_by)
-            return self._result(
-                cmd,
-                Outcome.OK,
-                f"{cmd.issued_by} holds {body.session} until "
-                f"{time.strftime('%H:%M:%S', time.localtime(lease.expires_at))}",
-                details={"expires_at": lease.expires_at, "since": lease.since},
-            )
+            return await self._takeover(cmd, body, now)
         if isinstance(body, Release):
-            ok, lease = agent.takeovers.release(body.session, cmd.issued_by, now)
-            if not ok and lease is not None:
-                return self._lease_refusal(cmd, lease)
-            if lease is not None:
-                await agent.ops.lease_event(body.session, "lease.released", lease, cmd.issued_by)
-            return self._result(
-                cmd,
-                Outcome.OK if lease else Outcome.NOOP,
-                "released" if lease else "no lease was held",
-            )
+            return await self._release(cmd, body, now)
         if isinstance(body, Watch):
-            new = agent.watches.renew(body.session, body.watcher, body.ttl_s, now)
-            if new or body.resync:
-                agent.want_snapshot.add(body.session)
-            return self._result(
-                cmd,
-                Outcome.OK,
-                "watching",
-                details={
-                    "subject": subjects.output(cmd.tenant, cmd.host, body.session),
-                    "ttl_s": body.ttl_s,
-                },
-            )
+            return self._watch(cmd, body, now)
         if isinstance(body, Explain):
-            return self._result(cmd, Outcome.OK, **await agent.ops.explain(body.session, pane))
+            return self._result(cmd, Outcome.OK, **await self.ops.explain(body.session, pane))
         if pane.dead:
             return self._result(
                 cmd,
@@ -224,29 +206,79 @@ class CommandServer:
                 f"{body.session} is dead (exit status {pane.dead_status}, "
                 f"signal {pane.dead_signal})",
             )
-        lease = agent.takeovers.allows(body.session, cmd.issued_by, now)
+        lease = self.takeovers.allows(body.session, cmd.issued_by, now)
         if lease is not None:
             return self._lease_refusal(cmd, lease)
-        spec = agent.ops.runtime_of(body.session)
-        if isinstance(body, Send):
-            verify = spec.interactive if body.verify is None else body.verify
-            out = await agent.steering.send(pane, spec, body.text, verify, body.timeout_s)
+        spec = self.ops.runtime_of(body.session)
+        if isinstance(body, Send | Answer):
+            if isinstance(body, Send):
+                verify = spec.interactive if body.verify is None else body.verify
+                out = await self.steering.send(
+                    pane, spec, body.text, verify, body.timeout_s, body.answer
+                )
+            else:
+                out = await self.steering.answer(pane, spec, body.choice, body.timeout_s)
+            await self.emitter.emit(answer_events(self.origin, cmd, out))
             return self._result(
                 cmd, out.outcome, out.message, screen=out.screen, details=out.details or {}
             )
         if isinstance(body, Cancel):
-            return await agent.ops.cancel(cmd, pane, spec, body.timeout_s, self._result)
+            return await self.ops.cancel(cmd, pane, spec, body.timeout_s, self._result)
         return self._result(cmd, Outcome.BAD_REQUEST, f"unknown verb {_verb(cmd)}")
 
-    def _lease_refusal(self, cmd: Command, lease: object) -> CommandResult:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lease.since))  # type: ignore[attr-defined]
-        holder = lease.holder  # type: ignore[attr-defined]
+    async def _takeover(self, cmd: Command, body: Takeover, now: float) -> CommandResult:
+        ok, lease = self.takeovers.acquire(
+            body.session, cmd.issued_by, body.reason, body.ttl_s, now
+        )
+        if not ok:
+            return self._lease_refusal(cmd, lease)
+        await self.emitter.emit(
+            [lease_event(self.origin, body.session, "lease.acquired", lease, cmd.issued_by)]
+        )
+        return self._result(
+            cmd,
+            Outcome.OK,
+            f"{cmd.issued_by} holds {body.session} until "
+            f"{time.strftime('%H:%M:%S', time.localtime(lease.expires_at))}",
+            details={"expires_at": lease.expires_at, "since": lease.since},
+        )
+
+    async def _release(self, cmd: Command, body: Release, now: float) -> CommandResult:
+        ok, lease = self.takeovers.release(body.session, cmd.issued_by, now)
+        if not ok and lease is not None:
+            return self._lease_refusal(cmd, lease)
+        if lease is not None:
+            await self.emitter.emit(
+                [lease_event(self.origin, body.session, "lease.released", lease, cmd.issued_by)]
+            )
+        return self._result(
+            cmd,
+            Outcome.OK if lease else Outcome.NOOP,
+            "released" if lease else "no lease was held",
+        )
+
+    def _watch(self, cmd: Command, body: Watch, now: float) -> CommandResult:
+        new = self.watches.renew(body.session, body.watcher, body.ttl_s, now)
+        if new or body.resync:
+            self.watches.want_snapshot(body.session)
+        return self._result(
+            cmd,
+            Outcome.OK,
+            "watching",
+            details={
+                "subject": subjects.output(cmd.tenant, cmd.host, body.session),
+                "ttl_s": body.ttl_s,
+            },
+        )
+
+    def _lease_refusal(self, cmd: Command, lease: Lease) -> CommandResult:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lease.since))
         return self._result(
             cmd,
             Outcome.LEASE_HELD,
-            f"lease held by {holder} since {since}",
-            details={"holder": holder, "since": lease.since},
-        )  # type: ignore[attr-defined]
+            f"lease held by {lease.holder} since {since}",
+            details={"holder": lease.holder, "since": lease.since},
+        )
 
 
 def _verb(cmd: Command) -> str:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from agent.config import SessionSpec
 from agent.discovery.detect import Match, StateTracker
 from agent.discovery.procs import ProcessTable
+from agent.discovery.roster import Roster
 from agent.discovery.runtimes import RuntimeSpec, observed_runtime
 from agent.discovery.tmux import Pane
 from protocol.heartbeat import BootEnabled, PaneState, SessionKind, SessionSnapshot, SessionState
@@ -41,6 +43,14 @@ class _Tracked:
     restarts: int = 0
 
 
+class SignalSource(Protocol):
+    """What a live session's runtime says about itself (its hooks), next to its screen."""
+
+    def decide(self, session: str, screen: SessionState, now: float) -> SessionState:
+        """The session's state, given the one its screen shows."""
+        ...
+
+
 def primary_panes(panes: Sequence[Pane]) -> dict[str, Pane]:
     """The first pane (lowest window, then pane index) of each session."""
     out: dict[str, Pane] = {}
@@ -51,13 +61,14 @@ def primary_panes(panes: Sequence[Pane]) -> dict[str, Pane]:
 
 @dataclass
 class SessionTable:
-    roster: list[SessionSpec]
+    roster: Roster
     runtimes: Mapping[str, RuntimeSpec]
+    signals: SignalSource | None = None  # None: the screen alone decides
     _tracked: dict[str, _Tracked] = field(default_factory=dict)
     skipped_names: set[str] = field(default_factory=set)
 
     def spec(self, name: str) -> SessionSpec | None:
-        return next((s for s in self.roster if s.name == name), None)
+        return self.roster.get(name)
 
     def note_restart(self, name: str) -> None:
         self._tracked.setdefault(name, _Tracked()).restarts += 1
@@ -75,7 +86,7 @@ class SessionTable:
         now: float,
     ) -> tuple[SessionState, float, StateChange | None]:
         tracked = self._tracked.setdefault(name, _Tracked())
-        if state is None:  # alive pane: the screen decides
+        if state is None:  # alive pane: the screen decides, unless the signals outrank it
             spec = self.runtimes.get(runtime or "")
             if spec is None or screen is None:
                 state = SessionState.UNKNOWN
@@ -83,6 +94,8 @@ class SessionTable:
                 if tracked.tracker is None or tracked.tracker.rules is not spec.rules:
                     tracked.tracker = StateTracker(spec.rules)
                 state, _ = tracked.tracker.observe(screen.lines, screen.title, now)
+            if self.signals is not None:
+                state = self.signals.decide(name, state, now)
         change = None
         if state is not tracked.state or tracked.since is None:
             match = tracked.tracker.last_match if tracked.tracker else None
@@ -102,7 +115,7 @@ class SessionTable:
         by_name = primary_panes(panes)
         snapshots: list[SessionSnapshot] = []
         changes: list[StateChange] = []
-        roster_names = {s.name for s in self.roster}
+        roster_names = self.roster.names()
         for spec in self.roster:
             pane = by_name.get(spec.name)
             snap, change = self._snapshot(spec.name, spec, pane, procs, screens, boot, now)

@@ -1,15 +1,17 @@
-"""Keeps the roster alive: core sessions that die are restarted with backoff; ephemeral
-workers are cleaned up when their process exits or their TTL runs out; an operator's `stop`
-is respected (a stopped core session is not restarted until the agent restarts)."""
+"""Launches the roster and keeps it alive: core sessions that die are restarted with backoff;
+ephemeral workers are cleaned up when their process exits or their TTL runs out; an operator's
+`stop` is respected (a stopped core session is not restarted until the agent restarts)."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from agent.config import SessionSpec
-from agent.discovery.sessions import SessionTable, primary_panes
+from agent.discovery.roster import Roster
+from agent.discovery.sessions import primary_panes
 from agent.discovery.tmux import Pane, Tmux
 from protocol.heartbeat import SessionKind
 
@@ -28,11 +30,64 @@ class _Restart:
 Launch = Callable[[SessionSpec], Awaitable[None]]
 
 
+def default_command(spec: SessionSpec) -> str | list[str] | None:
+    if spec.command:
+        return spec.command
+    if spec.runtime == "stub":
+        # The interpreter running us, not whatever `python` is first on the session's PATH.
+        return [sys.executable, "-m", "agent", "stub"]
+    if spec.runtime == "shell":
+        return None  # tmux starts the default shell
+    return [spec.runtime]
+
+
+class Launcher:
+    """Starts a roster session in its own tmux session, with the fleet's variables set."""
+
+    def __init__(self, tmux: Tmux, tenant: str, host: str, width: int, height: int) -> None:
+        self.tmux = tmux
+        self.tenant = tenant
+        self.host = host
+        self.width = width
+        self.height = height
+
+    async def launch(self, spec: SessionSpec) -> None:
+        log.info("launching session %s (%s)", spec.name, spec.runtime)
+        env = {
+            "FLEET_TENANT": self.tenant,
+            "FLEET_HOST": self.host,
+            "FLEET_SESSION": spec.name,
+            **spec.env,
+        }
+        await self.tmux.new_session(
+            spec.name,
+            default_command(spec),
+            cwd=spec.cwd,
+            env=env,
+            width=self.width,
+            height=self.height,
+        )
+
+    async def start_core(self, roster: Roster) -> None:
+        """At startup: launch core sessions not running, respawn dead ones, adopt the rest."""
+        panes = primary_panes(await self.tmux.list_panes())
+        for spec in roster:
+            if spec.kind is not SessionKind.CORE:
+                continue
+            pane = panes.get(spec.name)
+            if pane is None:
+                await self.launch(spec)
+            elif pane.dead:
+                log.info("respawning dead session %s", spec.name)
+                await self.tmux.respawn(spec.name)
+
+
 @dataclass
 class Supervisor:
     tmux: Tmux
-    table: SessionTable
+    roster: Roster
     launch: Launch
+    note_restart: Callable[[str], None]  # the session table counts them for the heartbeat
     backoff_s: float = 5.0
     backoff_cap_s: float = 60.0
     stopped: set[str] = field(default_factory=set)
@@ -41,7 +96,7 @@ class Supervisor:
 
     async def reconcile(self, panes: list[Pane], now: float) -> None:
         by_name = primary_panes(panes)
-        for spec in list(self.table.roster):
+        for spec in self.roster:
             pane = by_name.get(spec.name)
             if spec.kind is SessionKind.EPHEMERAL:
                 await self._ephemeral(spec, pane, now)
@@ -70,7 +125,7 @@ class Supervisor:
             await self.launch(spec)
         else:
             await self.tmux.respawn(spec.name)
-        self.table.note_restart(spec.name)
+        self.note_restart(spec.name)
         info.backoff = min(self.backoff_cap_s, info.backoff * 2)
         info.next_at = now + info.backoff
 
@@ -84,7 +139,15 @@ class Supervisor:
             await self.tmux.run("kill-session", "-t", f"={spec.name}", check=False)
         self.forget(spec.name)
 
+    def expire_at(self, name: str, at: float) -> None:
+        """An ephemeral session's TTL: it is stopped and forgotten at ``at``."""
+        self.expires[name] = at
+
+    def stop(self, name: str) -> None:
+        """An operator stopped this core session: leave it down until the agent restarts."""
+        self.stopped.add(name)
+
     def forget(self, name: str) -> None:
-        self.table.roster[:] = [s for s in self.table.roster if s.name != name]
+        self.roster.remove(name)
         self.expires.pop(name, None)
         self._restarts.pop(name, None)

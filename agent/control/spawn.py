@@ -1,0 +1,82 @@
+"""Spawning ephemeral workers and stopping sessions: the two commands that change the roster."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import anyio
+
+from agent.config import SessionSpec
+from agent.discovery.roster import Roster
+from agent.discovery.runtimes import RuntimeSpec
+from agent.discovery.sessions import primary_panes
+from agent.discovery.supervisor import Launch, Supervisor
+from agent.discovery.tmux import Tmux
+from agent.events.publisher import Wakeup
+from protocol.commands import Outcome, Spawn
+from protocol.heartbeat import SessionKind
+from protocol.ids import IdError, validate_session
+
+
+class Spawner:
+    def __init__(
+        self,
+        *,
+        roster: Roster,
+        runtimes: Mapping[str, RuntimeSpec],
+        supervisor: Supervisor,
+        launch: Launch,
+        tmux: Tmux,
+        discovery_lock: anyio.Lock,
+        beat_now: Wakeup,  # a changed roster goes to the controller in the next heartbeat, now
+    ) -> None:
+        self.roster = roster
+        self.runtimes = runtimes
+        self.supervisor = supervisor
+        self.launch = launch
+        self.tmux = tmux
+        self.discovery_lock = discovery_lock
+        self.beat_now = beat_now
+
+    async def spawn(self, body: Spawn) -> tuple[Outcome, str]:
+        try:
+            validate_session(body.session)
+        except IdError as exc:
+            return Outcome.BAD_REQUEST, str(exc)
+        if body.runtime not in self.runtimes:
+            return Outcome.BAD_REQUEST, (
+                f"unknown runtime {body.runtime!r}; known: {', '.join(sorted(self.runtimes))}"
+            )
+        panes = primary_panes(await self.tmux.list_panes())
+        if body.session in panes or self.roster.get(body.session):
+            return Outcome.BAD_REQUEST, f"a session {body.session!r} already exists"
+        # Under the discovery lock: a discovery pass that listed panes before this launch
+        # must not find the new roster entry without its pane and clean it up.
+        async with self.discovery_lock:
+            spec = SessionSpec(
+                name=body.session,
+                runtime=body.runtime,
+                command=body.command,
+                env=body.env,
+                kind=SessionKind.EPHEMERAL,
+            )
+            self.roster.add(spec)
+            if body.ttl_s:
+                self.supervisor.expire_at(body.session, time.time() + body.ttl_s)
+            await self.launch(spec)
+        self.beat_now.set()
+        ttl = f", TTL {body.ttl_s:.0f}s" if body.ttl_s else ""
+        return Outcome.OK, f"spawned ephemeral {body.runtime} session {body.session}{ttl}"
+
+    async def stop(self, session: str) -> tuple[Outcome, str]:
+        spec = self.roster.get(session)
+        await self.tmux.run("kill-session", "-t", f"={session}", check=False)
+        self.beat_now.set()
+        if spec is not None and spec.kind is SessionKind.EPHEMERAL:
+            self.supervisor.forget(session)
+            return Outcome.OK, f"stopped ephemeral session {session}"
+        if spec is not None:
+            self.supervisor.stop(session)
+            return Outcome.OK, f"stopped core session {session} (not restarted until the agent is)"
+        return Outcome.OK, f"stopped unmanaged session {session}"
