@@ -13,6 +13,8 @@ from pathlib import Path
 
 import anyio
 
+from agent.discovery.launch import session_argv
+
 # Fields of one pane, in order. \x1f (unit separator) cannot appear in a session name that
 # tmux accepts from us, and tmux prints unprintable characters of titles escaped.
 _FIELDS = (
@@ -119,8 +121,11 @@ class Tmux:
             argv += ["-f", str(self.conf_path)]
         return [*argv, *args]
 
-    async def run(self, *args: str, check: bool = True) -> str:
-        result = await anyio.run_process(self._argv(args), check=False, env=_clean_env())
+    async def run(self, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
+        # stdin: data for `load-buffer -` (text on argv would show in every `ps`)
+        result = await anyio.run_process(
+            self._argv(args), input=stdin, check=False, env=_clean_env()
+        )
         if check and result.returncode != 0:
             raise TmuxError(
                 f"tmux {' '.join(args[:2])} failed ({result.returncode}): "
@@ -155,10 +160,8 @@ class Tmux:
             args += ["-c", os.path.expanduser(cwd)]
         for key, value in env.items():
             args += ["-e", f"{key}={value}"]
-        if isinstance(command, str):
-            args.append(command)
-        elif command:
-            args += list(command)
+        # `-e` alone loses PATH to the client's: the pane runs `env … command` (launch.py).
+        args += session_argv(command, env, session=name) or []
         # Chained in the same client call so the option is set before the pane can exit.
         args += [";", "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on"]
         await self.run(*args)
