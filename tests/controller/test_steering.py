@@ -17,9 +17,10 @@ import anyio
 import nats
 
 from agent.config import AgentConfig, SessionSpec
+from agent.control.screenproof import input_row, left_input, needle
 from conftest import Fleet, Proc, rows_by_session, wait_for
 from protocol import decode, encode, subjects
-from protocol.commands import Command, CommandResult, Outcome, Send, WatchFrame
+from protocol.commands import Command, CommandResult, Outcome, Send, WatchFrame, answer_key
 
 
 def tenant_id() -> str:
@@ -85,6 +86,56 @@ def screen(socket: str, session: str) -> str:
     ).stdout
 
 
+# Screens as Codex 0.171 draws them (tests/fixtures/screens/codex): the composer (U+203A)
+# over a status line that names the thread after its first prompt, over the footer.
+C = "\u203a"
+CODEX_TYPED = [
+    "  >_ OpenAI Codex (v0.171.0)",
+    "",
+    f"{C} ping-1 please",
+    "",
+    "  fake-model default · /work/project",
+    "  ← for agents · ? for shortcuts",
+    "",
+]
+CODEX_TAKEN = [
+    "  >_ OpenAI Codex (v0.171.0)",
+    f"{C} ping-1 please",
+    "• pong answered",
+    "",
+    f"{C} Ask Codex to do anything",
+    "",
+    "  fake-model default · /work/project · ping-1 please",
+    "  ← for agents · ? for shortcuts",
+]
+
+
+def test_the_text_left_the_input_box() -> None:
+    piece = needle("ping-1 please")
+    row = input_row(CODEX_TYPED, piece)
+    assert row == 2  # over the status line and the footer
+    assert not left_input(CODEX_TYPED, piece, row)  # still waiting in the box
+    # Taken: the box is empty again, though the status line now shows the text too.
+    assert left_input(CODEX_TAKEN, piece, row)
+    assert input_row(["stub> "], needle("other")) is None
+    assert needle("\n  first line\tcol\nsecond") == "first line col"
+    assert needle("long-5d1b " + "x" * 190) == "long-5d1b"  # the x's wrap to the next row
+    assert needle("y" * 300) == "y" * 20
+    assert input_row(["\u276f [Pasted text #1 +3 lines]", "─" * 10], needle("x" * 1200)) == 1
+
+
+def test_answer_keys() -> None:
+    assert [answer_key(c) for c in ("1", "y", "N", " 3 ")] == ["1", "y", "N", "3"]
+    assert [answer_key(c) for c in ("esc", "Escape", "ENTER", "down")] == [
+        "Escape",
+        "Escape",
+        "Enter",
+        "Down",
+    ]
+    # Nothing that quits or interrupts, nothing longer than one key.
+    assert [answer_key(c) for c in ("C-c", "C-d", "yes", "12", "", "é", ";")] == [None] * 7
+
+
 def test_send_verify_delivers_and_proves_it(fleet: Fleet, tmux_socket: str) -> None:
     tenant, _, _ = up(fleet, tmux_socket, [stub("coder")])
     code, result = cli_json(fleet, "send", "coder", "write the haiku")
@@ -104,15 +155,136 @@ def test_send_verify_delivers_and_proves_it(fleet: Fleet, tmux_socket: str) -> N
     assert audit[0]["payload"]["outcome"] == "delivered"
 
 
-def test_send_to_a_session_that_ignores_input_is_not_verified(
+# A composer that shows what is typed and never submits: like Codex taking an Enter that
+# arrives with the text as part of a paste. Raw mode, so the tty does not turn Enter into a
+# line either; no bracketed-paste mode, so tmux pastes plain text.
+SWALLOWER = """
+import os, sys, tty
+tty.setraw(0)
+os.write(1, b"stub> ")
+while True:
+    data = os.read(0, 1024)
+    if not data:
+        break
+    os.write(1, bytes(c for c in data if c not in (10, 13)))
+"""
+
+
+def test_send_to_a_session_that_never_takes_the_text_is_not_verified(
     fleet: Fleet, tmux_socket: str
 ) -> None:
-    up(fleet, tmux_socket, [stub("deaf", FLEET_STUB_IGNORE_INPUT="1")])
+    swallower = SessionSpec(name="deaf", runtime="stub", command=[sys.executable, "-c", SWALLOWER])
+    up(fleet, tmux_socket, [swallower])
     code, result = cli_json(fleet, "send", "deaf", "anyone there", "--timeout", "20")
-    assert code == 3
+    assert code == 3, result
     assert result["outcome"] == "not_verified"
-    assert result["details"]["enters"] == 4  # the first Enter and 3 retries
-    assert "stub>" in result["screen"]  # what the screen showed
+    assert result["details"]["enters"] == 4  # the first Enter and 3 retries into an idle box
+    assert "stub> anyone there" in result["screen"]  # the text still sits there, once
+
+
+def test_send_pastes_the_text_whole(fleet: Fleet, tmux_socket: str) -> None:
+    """One paste from a tmux buffer: a `;` that ended a 256-character send-keys chunk was
+    taken as tmux's command separator and lost (issue 15); the buffer is deleted after."""
+    tenant, _, _ = up(fleet, tmux_socket, [stub("coder", "0.2")])
+    text = ("x" * 254 + "a;") + " then b; c ;; 'quoted' \"$HOME\" -dash ;"
+    code, result = cli_json(fleet, "send", "coder", text)
+    assert (code, result["outcome"]) == (0, "delivered"), result
+    started = wait_for(
+        lambda: events(fleet, tenant, "--type", "run.started"), what="run.started stored"
+    )
+    assert started[0]["payload"]["prompt"] == text
+    buffers = subprocess.run(
+        ["tmux", "-L", tmux_socket, "list-buffers"], capture_output=True, text=True, check=False
+    ).stdout
+    assert "fleet-send" not in buffers
+    code, result = cli_json(fleet, "send", "coder", "   ")
+    assert (code, result["outcome"]) == (1, "bad_request"), result
+
+
+def test_send_to_a_blocked_session_is_refused_until_answered(
+    fleet: Fleet, tmux_socket: str
+) -> None:
+    tenant, _, _ = up(fleet, tmux_socket, [stub("coder", "0.2")])
+    code, result = cli_json(fleet, "send", "coder", "/confirm delete it")
+    assert (code, result["outcome"]) == (0, "delivered"), result
+    wait_for(
+        lambda: screen(tmux_socket, "coder").rstrip().endswith("Proceed? [y/N]"),
+        what="the question",
+    )
+    # "y" would approve: refused, nothing typed, the question still pending.
+    code, result = cli_json(fleet, "send", "coder", "y")
+    assert (code, result["outcome"]) == (1, "blocked"), result
+    assert result["message"].startswith("blocked: Proceed? [y/N]")
+    assert screen(tmux_socket, "coder").rstrip().endswith("Proceed? [y/N]")
+    refused = fleet.cli("send", "coder", "y")
+    assert refused.returncode == 1 and "blocked: Proceed? [y/N]" in refused.stderr
+    assert "confirm:" not in screen(tmux_socket, "coder")
+    # Only an explicit answer presses a key there, exactly the one named, and it is audited.
+    # The stub's question reads a line: "y", then Enter.
+    code, result = cli_json(fleet, "answer", "coder", "y")
+    assert (code, result["outcome"]) == (0, "ok"), result
+    assert result["details"]["question"] == "Proceed? [y/N]"
+    assert screen(tmux_socket, "coder").rstrip().endswith("Proceed? [y/N] y")
+    code, result = cli_json(fleet, "answer", "coder", "enter")
+    assert (code, result["outcome"]) == (0, "ok"), result
+    wait_for(lambda: "confirm: yes" in screen(tmux_socket, "coder"), what="the stub took y")
+    answers = wait_for(
+        lambda: (a := events(fleet, tenant, "--type", "operator.answer")) and len(a) == 2 and a,
+        what="two operator.answer events",
+    )
+    assert answers[0]["source_kind"] == "operator"
+    assert answers[0]["payload"]["question"] == "Proceed? [y/N]"
+    assert [a["payload"]["choice"] for a in answers] == ["y", "enter"]
+    assert [a["payload"]["key"] for a in answers] == ["y", "Enter"]
+    wait_for(lambda: events(fleet, tenant, "--type", "run.completed"), what="the run completed")
+    # No dialog: answer presses nothing. A key that could quit is refused before sending.
+    code, result = cli_json(fleet, "answer", "coder", "y")
+    assert (code, result["outcome"]) == (0, "noop"), result
+    bad = fleet.cli("answer", "coder", "C-c")
+    assert bad.returncode == 2 and "cannot answer with 'C-c'" in bad.stderr
+
+
+def test_send_answer_then_text(fleet: Fleet, tmux_socket: str) -> None:
+    tenant, _, _ = up(fleet, tmux_socket, [stub("coder", "0.2")])
+    code, result = cli_json(fleet, "send", "coder", "/confirm drop the table")
+    assert (code, result["outcome"]) == (0, "delivered"), result
+    # Enter takes the default, N; then the text goes to the prompt that follows.
+    code, result = cli_json(fleet, "send", "coder", "--answer", "Enter", "do a backup instead")
+    assert (code, result["outcome"]) == (0, "delivered"), result
+    assert result["details"]["answered"]["question"] == "Proceed? [y/N]"
+    prompts = wait_for(
+        lambda: (
+            (p := [e["payload"]["prompt"] for e in events(fleet, tenant, "--type", "run.started")])
+            and len(p) == 2
+            and p
+        ),
+        what="the second run",
+    )
+    assert prompts == ["/confirm drop the table", "do a backup instead"]
+    assert "confirm: no" in screen(tmux_socket, "coder")
+    answers = wait_for(
+        lambda: events(fleet, tenant, "--type", "operator.answer"), what="operator.answer"
+    )
+    assert answers[0]["payload"]["choice"] == "Enter"
+
+
+def test_send_to_a_working_session_is_queued(fleet: Fleet, tmux_socket: str) -> None:
+    tenant, _, _ = up(fleet, tmux_socket, [stub("coder", "6")])
+    code, result = cli_json(fleet, "send", "coder", "the long one")
+    assert (code, result["outcome"]) == (0, "delivered"), result
+    code, result = cli_json(fleet, "send", "coder", "the next one")
+    assert (code, result["outcome"]) == (0, "queued"), result
+    assert "enters" not in result["details"]  # one submit key, no retries
+    prompts = wait_for(
+        lambda: (
+            (p := [e["payload"]["prompt"] for e in events(fleet, tenant, "--type", "run.started")])
+            and len(p) == 2
+            and p
+        ),
+        timeout=30,
+        what="the queued prompt ran after the first",
+    )
+    assert prompts == ["the long one", "the next one"]
 
 
 def test_send_to_a_down_host_fails_at_once(fleet: Fleet, tmux_socket: str) -> None:
