@@ -71,6 +71,7 @@ class Operations:
                 cmd, Outcome.NOOP, "the session is idle: nothing to cancel", screen=excerpt(lines)
             )
         requested = time.time()
+        run_id = self.runs.current(pane.session)  # the run this cancel ends, if one was seen
         await self.emitter.emit(
             [
                 *run_events(
@@ -81,6 +82,7 @@ class Operations:
                     "run.cancel_requested",
                     f"{pane.session}: cancel requested by {cmd.issued_by}",
                     SourceKind.OPERATOR,
+                    run_id=run_id,
                     payload={"command_id": cmd.command_id},
                 ),
             ]
@@ -90,7 +92,7 @@ class Operations:
             while True:
                 state, _, lines = await self.steering.state(pane, spec)
                 if state.value == "idle":
-                    return await self._cancelled(cmd, pane, requested, make)
+                    return await self._cancelled(cmd, pane, requested, run_id, make)
                 await anyio.sleep(0.1)
         return make(
             cmd,
@@ -101,7 +103,12 @@ class Operations:
         )
 
     async def _cancelled(
-        self, cmd: Command, pane: Pane, requested: float, make: Callable[..., CommandResult]
+        self,
+        cmd: Command,
+        pane: Pane,
+        requested: float,
+        run_id: str | None,
+        make: Callable[..., CommandResult],
     ) -> CommandResult:
         latency_ms = round((time.time() - requested) * 1000, 1)
         await self.emitter.emit(
@@ -115,6 +122,7 @@ class Operations:
                     f"{pane.session}: cancelled after {latency_ms:.0f} ms",
                     SourceKind.SYSTEM,
                     provenance="cancel command, screen idle",
+                    run_id=run_id,
                     payload={"latency_ms": latency_ms, "command_id": cmd.command_id},
                 ),
             ]
@@ -123,7 +131,7 @@ class Operations:
             cmd,
             Outcome.CANCELLED,
             f"cancelled in {latency_ms:.0f} ms",
-            details={"latency_ms": latency_ms},
+            details={"latency_ms": latency_ms, "run_id": run_id},
         )
 
     async def explain(self, session: str, pane: Pane) -> dict[str, object]:

@@ -386,6 +386,10 @@ def test_cancel_during_a_run_and_when_idle(fleet: Fleet, tmux_socket: str) -> No
         what="run.state transitions",
     )
     assert lifecycle == ["start", "cancel_requested", "cancelled"]
+    # The cancel names the run it ended.
+    runs = {e["run_id"] for e in events(fleet, tenant, "--type", "run.state")}
+    assert len(runs) == 1 and None not in runs, runs
+    assert requested["run_id"] == cancelled["run_id"] == runs.pop()
 
 
 def test_watch_streams_then_stops_and_never_resizes(fleet: Fleet, tmux_socket: str) -> None:
