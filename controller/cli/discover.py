@@ -32,6 +32,8 @@ _GONE = ("no server running", "error connecting", "server exited unexpectedly")
 _SHELL_FLAGS = {"-l", "-i", "--login", "--interactive"}
 _C_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "v": "\v", "f": "\f"}
 _ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+# A clean environment (env -i): the agent's launch wraps the adopted command again anyway.
+_ENV_CLEAN = {"-i", "-", "--ignore-environment"}
 _FLEET_VARS = {"FLEET_TENANT", "FLEET_HOST", "FLEET_SESSION"}  # the agent sets them anew
 
 
@@ -195,10 +197,13 @@ def _unwrap(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     if not argv or Path(argv[0]).name != "env":
         return argv, {}
     rest, env = argv[1:], {}
-    while rest and _ASSIGN.match(rest[0]):
-        key, _, value = rest.pop(0).partition("=")
-        if key not in _FLEET_VARS:
+    while rest and (_ASSIGN.match(rest[0]) or rest[0] in _ENV_CLEAN):
+        word = rest.pop(0)
+        key, _, value = word.partition("=")
+        if word not in _ENV_CLEAN and key not in _FLEET_VARS:
             env[key] = value
+    if rest and rest[0].startswith("-"):
+        return argv, {}  # an env(1) option we do not model: keep the command as it is
     if len(rest) == 3 and rest[0] == LAUNCH_SHELL and rest[1] == "-c":
         rest = [rest[2]]
     return rest, env

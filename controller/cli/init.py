@@ -18,6 +18,7 @@ import msgspec
 import platformdirs
 import typer
 from rich.console import Console
+from rich.markup import escape as esc
 from rich.table import Table
 
 from agent.config import AgentConfig, SessionSpec, dump, validate
@@ -59,7 +60,7 @@ def propose(server: Server, tenant: str, runtimes_dir: Path | None) -> AgentConf
         tenant=tenant,
         tmux_socket=server.socket,
         allow_root=os.geteuid() == 0,
-        runtimes_dir=str(runtimes_dir) if runtimes_dir else None,
+        runtimes_dir=str(runtimes_dir.resolve()) if runtimes_dir else None,
         sessions=sessions,
     )
     try:
@@ -89,14 +90,14 @@ def show(servers: list[Server], console: Console) -> None:
     stale = [s.socket for s in servers if s.note and s.note.startswith("stale")]
     for server in servers:
         if server.note and server.socket not in stale:
-            table.add_row(server.socket, "", "", "", "", "", f"[dim]{server.note}[/dim]")
+            table.add_row(esc(server.socket), "", "", "", "", "", f"[dim]{esc(server.note)}[/dim]")
         for s in server.sessions:
             runtime = s.runtime if s.known else f"{s.runtime} (no rules)"
             command = s.command if isinstance(s.command, str) else shlex.join(s.command or [])
-            verdict = "adopt" if s.skipped is None else f"[yellow]skip: {s.skipped}[/yellow]"
-            table.add_row(
-                server.socket, s.name, runtime, str(s.pid or ""), s.cwd, command or "-", verdict
-            )
+            verdict = "adopt" if s.skipped is None else f"[yellow]skip: {esc(s.skipped)}[/yellow]"
+            # Names, paths and commands are the user's: never read as rich markup.
+            cells = (server.socket, s.name, runtime, str(s.pid or ""), s.cwd, command or "-")
+            table.add_row(*map(esc, cells), verdict)
     console.print(table)
     if stale:
         shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
