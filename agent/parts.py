@@ -66,7 +66,7 @@ def assemble(config: AgentConfig, run_as: Identity | None, connection: Connectio
     capture = CaptureSet(c.state_path / "logs")
     wakeup, beat_now, runs = Wakeup(), Wakeup(), RunTracker()
     emitter = Emitter(outbox, wakeup)
-    takeovers, watches = TakeoverLeases(), WatchLeases()
+    takeovers, watches = TakeoverLeases(origin, outbox, wakeup), WatchLeases()
     steering = Steering(tmux, capture.logs_dir)
     roster = Roster(c.sessions)
     table = SessionTable(roster, runtimes)
@@ -84,6 +84,7 @@ def assemble(config: AgentConfig, run_as: Identity | None, connection: Connectio
         tmux=tmux,
         roster=roster,
         runtimes=runtimes,
+        capture_unmanaged=c.capture_unmanaged,
     )
     discovery = Discovery(
         tmux=tmux,

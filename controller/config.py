@@ -10,9 +10,10 @@ from pathlib import Path
 import msgspec
 import platformdirs
 
-from common.config import ConfigError, load_toml
+from common.config import ConfigError, in_range, load_toml
 from common.natsconn import NatsSettings
 from common.tomlout import dump_struct
+from controller.attention.rules import AttentionConfig
 from controller.events.streams import StreamSettings
 from controller.events.synthesis.engine import SynthesisConfig
 from protocol.ids import IdError, validate_tenant
@@ -39,7 +40,19 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
     page_limit: int = 1000
     streams: StreamSettings = StreamSettings()
     synthesis: SynthesisConfig = SynthesisConfig()
+    attention: AttentionConfig = AttentionConfig()
+    # Reaction rules (controller/reactions/rules.py), re-read when the file changes; empty:
+    # <data dir>/reactions.toml. No file: no rules.
+    reactions_file: str = ""
     metrics_addr: str | None = None  # HOST:PORT for GET /metrics (Prometheus); off when unset
+
+    @property
+    def reactions_path(self) -> Path:
+        return (
+            Path(self.reactions_file).expanduser()
+            if self.reactions_file
+            else (self.data_path / "reactions.toml")
+        )
 
     @property
     def data_path(self) -> Path:
@@ -56,7 +69,26 @@ def validate(config: ControllerConfig) -> ControllerConfig:
             validate_tenant(tenant)
     except IdError as exc:
         raise ConfigError(str(exc)) from None
+    if len(set(config.tenants)) != len(config.tenants):
+        raise ConfigError("tenants lists a tenant twice")
+    # Lower bounds: liveness_tick_s = 0 busy-looped at 92 % of a core.
+    in_range("liveness_tick_s", config.liveness_tick_s, 0.05, 60)
+    in_range("persist_interval_s", config.persist_interval_s, 0.1, 3600)
+    in_range("restart_grace_s", config.restart_grace_s, 0, 86_400)
+    in_range("page_limit", config.page_limit, 1, 100_000)
+    if config.metrics_addr is not None:
+        check_addr("metrics_addr", config.metrics_addr)
+    if config.data_path.exists() and not config.data_path.is_dir():
+        raise ConfigError(f"data_dir {config.data_path} exists and is not a directory")
     return config
+
+
+def check_addr(name: str, addr: str) -> tuple[str, int]:
+    """HOST:PORT with a port in 1..65535 (0: any free port), or a one-line ConfigError."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be HOST:PORT (port 0-65535), not {addr!r}")
+    return host.strip("[]"), int(port)
 
 
 def load(path: Path) -> ControllerConfig:

@@ -8,6 +8,9 @@ persists, then closes the connections and the databases.
 from __future__ import annotations
 
 import logging
+import socket
+import sqlite3
+import sys
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -16,12 +19,16 @@ import anyio
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from common.config import ConfigError
 from common.daemon import run_daemon
 from common.signals import ExitFlags
+from controller.api.access import Access
 from controller.api.commands import CommandRouter
 from controller.api.reports import external_counters, session_runtime
 from controller.api.routes import controller_api
 from controller.api.watch_relay import WatchRelay
+from controller.attention.feed import FeedRelay
+from controller.attention.live import LiveFleet
 from controller.config import ControllerConfig
 from controller.connections import Connections
 from controller.events.ingest import Ingest
@@ -34,7 +41,8 @@ from controller.fleet.rejects import Rejects
 from controller.fleet.state import FleetState, HostKey, Transition
 from controller.fleet.statedb import StateDB
 from controller.fleet.translog import HostChangeLog
-from controller.reports.metrics import FleetMetrics, serve_metrics
+from controller.reactions.runner import Reactions
+from controller.reports.metrics import FleetMetrics, parse_addr, serve_metrics
 from protocol import subjects
 from protocol.events import Event
 from protocol.heartbeat import Heartbeat
@@ -43,6 +51,22 @@ from protocol.lifecycle import Lifecycle
 log = logging.getLogger(__name__)
 
 SHUTDOWN_STEP_S = 5.0
+
+
+class StartupError(ConfigError):
+    """The controller cannot start with this config (metrics port in use, data dir unusable);
+    `serve` reports it in one line and exits 2."""
+
+
+def check_port(addr: str) -> None:
+    """Refuse a metrics address we cannot listen on, before anything else starts."""
+    try:
+        host, port = parse_addr(addr)
+        with socket.create_server((host, port)):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise StartupError(f"metrics_addr {addr}: {reason}") from None
 
 
 class Controller:
@@ -67,8 +91,17 @@ class Controller:
         self.rejects = Rejects(self.state.counters, self.conns.publish_event)
         self.synthesis = SynthesisRunner(self.store, config.synthesis, self.conns.publish_event)
         relay = WatchRelay(self.conns.tenant, self.conns.api)
+        # Real-time states, the attention queue and the live feed (docs/protocol.md).
+        self.live = LiveFleet(
+            self.state, config.attention, self.conns.publish_event, FeedRelay(self.conns.api)
+        )
+        self.access = Access.for_config(config)  # who asks the API: controller/api/access.py
         self.commands = CommandRouter(
-            self.state, self.conns.tenant, relay, self.metrics.observe_round_trip
+            self.state,
+            self.conns.tenant,
+            relay,
+            self.metrics.observe_round_trip,
+            self.access.tenants_of,
         )
         self.api = controller_api(
             config,
@@ -80,21 +113,39 @@ class Controller:
             commands=self.commands,
             conns=self.conns,
             ingest_lock=self.ingest_lock,
+            live=self.live,
+            access=self.access,
+        )
+        self.reactions = Reactions(
+            config.reactions_path, self.state, self.conns.publish_event, self.commands.handle
         )
         self._subs: list[Subscription] = []
 
     # -- life -------------------------------------------------------------------------------
     async def serve(self, install_signal_handlers: bool = True) -> None:
-        await run_daemon(
-            self.flags,
-            self.startup,
-            self.main_loop,
-            self.shutdown,
-            install_signal_handlers=install_signal_handlers,
-        )
+        try:
+            if self.config.metrics_addr:
+                check_port(self.config.metrics_addr)  # before anything starts or logs
+            await run_daemon(
+                self.flags,
+                self.startup,
+                self.main_loop,
+                self.shutdown,
+                install_signal_handlers=install_signal_handlers,
+            )
+        except* StartupError as group:  # a group also when raised before run_daemon
+            # One line and exit 2, as for a bad config: the entry points print no traceback.
+            first: BaseException = group
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            sys.stderr.write(f"fleet: {first}\n")
+            raise SystemExit(2) from None
 
     async def startup(self) -> None:
-        self.db.open()
+        try:
+            self.db.open()
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(f"data_dir {self.config.data_path}: {exc}") from None
         restored = self.db.load_hosts()
         self.state.restore(restored)
         await anyio.to_thread.run_sync(self.store.open)
@@ -105,6 +156,9 @@ class Controller:
             self._subs += [
                 await tnc.subscribe(subjects.all_heartbeats(tenant), cb=self.heartbeats.park),
                 await tnc.subscribe(subjects.all_lifecycles(tenant), cb=self._on_lifecycle),
+                await tnc.subscribe(
+                    subjects.all_session_states(tenant), cb=self.live.on_state_message
+                ),
             ]
             await tnc.flush()
         await self.api.start(nc)
@@ -120,9 +174,18 @@ class Controller:
         async with anyio.create_task_group() as tg:
             if self.config.metrics_addr:
                 # Bound before anything else runs: a port in use fails the start loudly.
-                await tg.start(serve_metrics, self.metrics, self.config.metrics_addr)
+                try:
+                    await tg.start(serve_metrics, self.metrics, self.config.metrics_addr)
+                except (OSError, ValueError) as exc:
+                    reason = getattr(exc, "strerror", None) or str(exc)
+                    raise StartupError(
+                        f"metrics_addr {self.config.metrics_addr}: {reason}"
+                    ) from None
+            await tg.start(self.api.run)  # each API request in its own task of the service
             tg.start_soon(self.heartbeats.run, self._on_heartbeat)
             tg.start_soon(self._liveness_loop)
+            tg.start_soon(self.live.run)
+            tg.start_soon(self.reactions.run)
             tg.start_soon(self.persister.run, lambda: self.state)
             tg.start_soon(self.ingest.run, dict(self.conns.by_tenant), self.ingest_lock)
             await self.flags.should_exit.wait()
@@ -149,7 +212,9 @@ class Controller:
         if hb is None:
             return
         self.metrics.observe_heartbeat(time.time() - hb.sent_at)
-        self._record(self.state.on_heartbeat(hb))
+        transition = self.state.on_heartbeat(hb)
+        if transition is not None:  # rare: no coroutine for the 10,000 a second that are not
+            await self._record(transition)
         made = self.synthesis.on_heartbeat(hb)
         if made:
             await self.synthesis.emit(made)
@@ -159,14 +224,15 @@ class Controller:
         if lc is None:
             return
         self.changes.notice(lc)
-        self._record(self.state.on_lifecycle(lc))
+        await self._record(self.state.on_lifecycle(lc))
 
-    def _record(self, transition: Transition | None) -> None:
+    async def _record(self, transition: Transition | None) -> None:
         if transition is None:
             return
         self.metrics.observe_transition(transition)
         self.persister.record(transition)
         self.changes.transition(transition)
+        await self.live.on_transition(transition)
 
     async def _on_stored(self, events: Sequence[Event], ids: Sequence[int | None]) -> None:
         # Each newly stored event is counted once, in the order stored, before synthesis.
@@ -175,16 +241,22 @@ class Controller:
         except Exception:  # counting must never stop ingest
             log.exception("metrics: counting stored events failed")
         await self.synthesis.on_stored(events, ids)
+        try:
+            await self.live.on_stored(events, ids)
+            await self.reactions.on_stored(events, ids)
+        except Exception:  # the attention queue and reactions must never stop ingest
+            log.exception("attention/reactions: stored events failed")
 
     # -- loops ------------------------------------------------------------------------------
     async def _liveness_loop(self) -> None:
         while True:
             await anyio.sleep(self.config.liveness_tick_s)
             for transition in self.state.tick(self._heartbeat_waiting):
-                self._record(transition)
+                await self._record(transition)
             self.changes.flush()
             await self.commands.relay.expire()
             await self.synthesis.tick()
+            await self.live.tick()
 
     def _heartbeat_waiting(self, key: HostKey) -> bool:
         return self.heartbeats.holds(subjects.heartbeat(*key))

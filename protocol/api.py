@@ -9,13 +9,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 
 from protocol import subjects
+from protocol.attention import (
+    AttentionActReply,
+    AttentionActRequest,
+    AttentionListReply,
+    AttentionListRequest,
+    FeedReply,
+    FeedRequest,
+)
 from protocol.codec import Message
-from protocol.commands import CommandRequest, CommandResult
+from protocol.commands import (
+    Answer,
+    Cancel,
+    CommandRequest,
+    CommandResult,
+    Explain,
+    Release,
+    Send,
+    Spawn,
+    Stop,
+    Takeover,
+    Watch,
+)
 from protocol.events_api import (
     EventLinkReply,
     EventLinkRequest,
@@ -38,6 +58,7 @@ from protocol.reports_api import (
 )
 
 Req = TypeVar("Req")
+MAX_INT = 2**63 - 1  # SQLite's and a sane index's limit: larger is `bad_request`, not `internal`
 Rep = TypeVar("Rep")
 
 
@@ -62,6 +83,8 @@ class ErrorCode(str, Enum):
     NOT_FOUND = "not_found"
     UNKNOWN_VERB = "unknown_verb"
     INTERNAL = "internal"
+    BUSY = "busy"  # too many requests of this kind in progress; nothing was done
+    FORBIDDEN = "forbidden"  # the operator's role or tenants do not allow this request
 
 
 class ApiError(Message, frozen=True, tag="error"):
@@ -74,8 +97,8 @@ class PsRequest(Message, frozen=True, tag="ps.request"):
     host: str | None = None
     state: str | None = None  # host state or session state to keep
     problems: bool = False  # only rows with a problem (host not ok, or any flag)
-    cursor: int = 0  # index of the first row of this page
-    limit: int = 1000
+    cursor: Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)] = 0  # index of the page's first row
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_INT)] = 1000
 
 
 class HostRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,31 +145,55 @@ class StatusReply(Message, frozen=True, tag="status.reply"):
     latencies_ms: dict[str, float] = {}
 
 
+class Role(str, Enum):
+    """What an operator may do (docs/security.md, *Operators*); each role includes the ones
+    before it."""
+
+    VIEWER = "viewer"  # read: ps, events, reports, watch, explain
+    OPERATOR = "operator"  # also steer the sessions of its tenants
+    ADMIN = "admin"  # everything, every tenant, `release --force` of another's lease
+
+    def allows(self, needed: Role) -> bool:
+        order = list(Role)
+        return order.index(self) >= order.index(needed)
+
+
 @dataclass(frozen=True)
 class ApiVerb(Generic[Req, Rep]):
     """One controller verb: its name (the subject's tail), what it takes, what it answers
-    (besides an ApiError, which any verb may answer)."""
+    (besides an ApiError, which any verb may answer), and the least role that may ask it
+    (admin unless said otherwise: a new verb is closed until someone decides)."""
 
     name: str
     request: type[Req]
     reply: type[Rep]
+    role: Role = Role.ADMIN
 
     @property
     def subject(self) -> str:
         return subjects.controller_api(self.name)
 
+    def subject_for(self, operator: str | None) -> str:
+        """The subject an operator asks on; None: the unauthenticated one (no-auth fleets)."""
+        return self.subject if operator is None else subjects.operator_api(operator, self.name)
 
-PS = ApiVerb("ps", PsRequest, PsReply)
-STATUS = ApiVerb("status", StatusRequest, StatusReply)
-CMD = ApiVerb("cmd", CommandRequest, CommandResult)
-EVENTS_SEARCH = ApiVerb("events.search", EventsSearchRequest, EventsReply)
-EVENTS_TAIL = ApiVerb("events.tail", EventsTailRequest, EventsReply)
-EVENTS_SHOW = ApiVerb("events.show", EventShowRequest, EventShowReply)
+
+PS = ApiVerb("ps", PsRequest, PsReply, Role.VIEWER)
+STATUS = ApiVerb("status", StatusRequest, StatusReply, Role.VIEWER)
+# cmd: each command verb needs its own role (COMMAND_ROLES), checked by the controller.
+CMD = ApiVerb("cmd", CommandRequest, CommandResult, Role.VIEWER)
+EVENTS_SEARCH = ApiVerb("events.search", EventsSearchRequest, EventsReply, Role.VIEWER)
+EVENTS_TAIL = ApiVerb("events.tail", EventsTailRequest, EventsReply, Role.VIEWER)
+EVENTS_SHOW = ApiVerb("events.show", EventShowRequest, EventShowReply, Role.VIEWER)
 EVENTS_LINK = ApiVerb("events.link", EventLinkRequest, EventLinkReply)
 STORE_REBUILD = ApiVerb("store.rebuild", RebuildRequest, RebuildReply)
-REPORT_BASELINE = ApiVerb("report.baseline", BaselineRequest, BaselineReply)
-REPORT_WEEKLY = ApiVerb("report.weekly", WeeklyRequest, WeeklyReply)
+REPORT_BASELINE = ApiVerb("report.baseline", BaselineRequest, BaselineReply, Role.VIEWER)
+REPORT_WEEKLY = ApiVerb("report.weekly", WeeklyRequest, WeeklyReply, Role.VIEWER)
 METRICS = ApiVerb("metrics", MetricsRequest, MetricsReply)
+ATTENTION_LIST = ApiVerb("attention.list", AttentionListRequest, AttentionListReply, Role.VIEWER)
+ATTENTION_ACT = ApiVerb("attention.act", AttentionActRequest, AttentionActReply, Role.OPERATOR)
+# feed: renew every 2 s to keep updates coming
+FEED = ApiVerb("feed", FeedRequest, FeedReply, Role.VIEWER)
 
 VERBS: dict[str, ApiVerb[Any, Any]] = {
     verb.name: verb
@@ -162,5 +209,22 @@ VERBS: dict[str, ApiVerb[Any, Any]] = {
         REPORT_BASELINE,
         REPORT_WEEKLY,
         METRICS,
+        ATTENTION_LIST,
+        ATTENTION_ACT,
+        FEED,
     )
+}
+
+# The least role for each command verb (`cmd`'s body). Watch and explain only read; `release`
+# of another operator's lease (`force`) is an admin's, checked where the body is.
+COMMAND_ROLES: dict[type[Any], Role] = {
+    Watch: Role.VIEWER,
+    Explain: Role.VIEWER,
+    Send: Role.OPERATOR,
+    Cancel: Role.OPERATOR,
+    Spawn: Role.OPERATOR,
+    Stop: Role.OPERATOR,
+    Takeover: Role.OPERATOR,
+    Release: Role.OPERATOR,
+    Answer: Role.OPERATOR,
 }

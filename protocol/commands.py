@@ -16,6 +16,15 @@ from protocol.ids import Id
 
 MAX_SEND_CHARS = 16_000
 
+# Bounds on what a request may ask (issue 15): out of range is a decode error, answered
+# `bad_request`, never a surprise (a watch of ttl 1e9 streamed forever after its watcher left;
+# a 100 KB takeover reason made the lease's audit events invalid).
+Timeout = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+MAX_REASON_CHARS = 1000
+MAX_LEASE_S = 86_400.0
+MAX_WATCH_TTL_S = 60.0
+MAX_SPAWN_TTL_S = 30 * 86_400.0
+
 
 class Verb(msgspec.Struct, frozen=True, kw_only=True, tag_field="verb"):
     session: Id
@@ -24,37 +33,41 @@ class Verb(msgspec.Struct, frozen=True, kw_only=True, tag_field="verb"):
 class Send(Verb, frozen=True, tag="send"):
     text: Annotated[str, msgspec.Meta(max_length=MAX_SEND_CHARS)]
     verify: bool | None = None  # None: the runtime's default (verify interactive runtimes)
-    timeout_s: float = 10.0
+    timeout_s: Timeout = 10.0
     # `send --answer`: first answer the dialog a blocked session shows with this choice
     # (as `Answer`); without it a blocked session refuses the text.
     answer: Annotated[str, msgspec.Meta(min_length=1, max_length=16)] | None = None
 
 
 class Cancel(Verb, frozen=True, tag="cancel"):
-    timeout_s: float = 10.0
+    timeout_s: Timeout = 10.0
 
 
 class Watch(Verb, frozen=True, tag="watch"):
     """Start or renew a read-only watch lease; output flows on fleet.<t>.out.<h>.<s>."""
 
-    watcher: str
-    ttl_s: float = 6.0
+    watcher: Annotated[str, msgspec.Meta(max_length=200)]
+    ttl_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_WATCH_TTL_S)] = 6.0
     resync: bool = False  # ask for a fresh snapshot (e.g. the first one was missed)
 
 
 class Takeover(Verb, frozen=True, tag="takeover"):
-    reason: str
-    ttl_s: float = 300.0
+    reason: Annotated[str, msgspec.Meta(max_length=MAX_REASON_CHARS)]
+    ttl_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_LEASE_S)] = 300.0
 
 
 class Release(Verb, frozen=True, tag="release"):
-    pass
+    # An admin's `release --force`: whoever holds the lease (the controller lets only admins
+    # send it; the release event names both the holder and who forced it).
+    force: bool = False
 
 
 class Spawn(Verb, frozen=True, tag="spawn"):
-    runtime: str = "stub"
+    # None: the host agent infers it from the command (shell, or a runtime whose process
+    # patterns match), `stub` without a command.
+    runtime: str | None = None
     command: list[str] | None = None
-    ttl_s: float | None = None
+    ttl_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_SPAWN_TTL_S)] | None = None
     env: dict[str, str] = {}
 
 
@@ -71,7 +84,7 @@ class Answer(Verb, frozen=True, tag="answer"):
     or a key name (`answer_key`). Audited as an `operator.answer` event."""
 
     choice: Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
-    timeout_s: float = 5.0
+    timeout_s: Timeout = 5.0
 
 
 Body = Send | Cancel | Watch | Takeover | Release | Spawn | Stop | Explain | Answer
@@ -152,10 +165,10 @@ class CommandRequest(Message, frozen=True, tag="cmd.request"):
     """CLI → controller: run ``body`` on the session ``target`` (SESSION, HOST/SESSION or
     TENANT/HOST/SESSION; for spawn TENANT/HOST)."""
 
-    target: str
+    target: Annotated[str, msgspec.Meta(max_length=200)]
     body: Body
-    issued_by: str
-    timeout_s: float = 15.0
+    issued_by: Annotated[str, msgspec.Meta(max_length=128)]
+    timeout_s: Timeout = 15.0
     command_id: str | None = None  # set by the CLI to make retries idempotent
     deliver: str | None = None  # watch: the CLI's inbox subject the frames are relayed to
 

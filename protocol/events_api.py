@@ -3,7 +3,7 @@ returns: stored events, their links, and per-boot sequence accounting."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -11,6 +11,12 @@ from protocol.codec import Message
 from protocol.events import Event, LinkType, Severity, SourceKind
 
 MAX_EVENTS_PER_REPLY = 500
+
+# Ids and counts past SQLite's integer (2^63) answered `internal`; now they do not decode.
+EventId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Count = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+# A time: finite, so 1e400 (inf, sent as null) cannot silently mean "no bound".
+Time = Annotated[float, msgspec.Meta(ge=-1e12, le=1e12)]
 
 
 class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,17 +82,17 @@ class EventsSearchRequest(Message, frozen=True, tag="events.search.request"):
     host: str | None = None
     session: str | None = None
     event_type: str | None = None
-    since: float | None = None
-    until: float | None = None
-    limit: int = 50
+    since: Time | None = None
+    until: Time | None = None
+    limit: Count = 50
     order: str = "desc"
 
 
 class EventsTailRequest(Message, frozen=True, tag="events.tail.request"):
-    after_id: int = 0
-    limit: int = 100
+    after_id: EventId = 0
+    limit: Count = 100
     tenant: str | None = None
-    last: int | None = None  # start with the last N events instead of after_id
+    last: EventId | None = None  # start with the last N events instead of after_id (0: 1)
 
 
 class EventsReply(Message, frozen=True, tag="events.reply"):
@@ -96,7 +102,7 @@ class EventsReply(Message, frozen=True, tag="events.reply"):
 
 
 class EventShowRequest(Message, frozen=True, tag="events.show.request"):
-    id: int
+    id: EventId
 
 
 class EventShowReply(Message, frozen=True, tag="events.show.reply"):
@@ -106,8 +112,8 @@ class EventShowReply(Message, frozen=True, tag="events.show.reply"):
 
 
 class EventLinkRequest(Message, frozen=True, tag="events.link.request"):
-    from_id: int
-    to_id: int
+    from_id: EventId
+    to_id: EventId
     type: LinkType
 
 

@@ -7,7 +7,9 @@ Layout (tenant is always the second token)::
     fleet.<tenant>.evt.<host>.<session>.<type>     events (JetStream)
     fleet.<tenant>.cmd.<host>                      commands (request/reply)
     fleet.<tenant>.out.<host>.<session>            watch output (core NATS)
-    fleet.ctl.<verb>                               controller API (request/reply)
+    fleet.ctl.u.<operator>.<verb>                  controller API, as that operator
+    fleet.ctl.<verb>                               controller API, unauthenticated (no-auth
+                                                   fleets only; docs/security.md)
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from protocol.ids import validate_host, validate_id, validate_session, validate_
 
 ROOT = "fleet"
 CTL = "ctl"
+# `fleet.ctl.u.<operator>.…`: the broker lets each operator publish only below its own
+# prefix, so the token after `u` is who asks (docs/security.md, *Operators*). No verb is `u`.
+OPERATOR = "u"
 
 # Event types are dotted (`run.completed`); in a subject their dots become `_` so that the
 # type stays one token. The event body carries the exact type.
@@ -95,6 +100,14 @@ def all_events(tenant: str) -> str:
     return f"{ROOT}.{validate_tenant(tenant)}.{Kind.EVT.value}.>"
 
 
+def all_session_states(tenant: str) -> str:
+    """Every `session.state` event of a tenant, as published: the controller reads these with
+    a plain core subscription, besides the stream, so a state change reaches fleet state at
+    once rather than after the store's next batch (docs/protocol.md, "State in real time")."""
+    token = event_type_token("session.state")
+    return f"{ROOT}.{validate_tenant(tenant)}.{Kind.EVT.value}.*.*.{token}"
+
+
 def host_events(tenant: str, host: str) -> str:
     return f"{ROOT}.{validate_tenant(tenant)}.{Kind.EVT.value}.{validate_host(host)}.>"
 
@@ -120,6 +133,17 @@ def controller_api(verb: str) -> str:
 
 def controller_api_all() -> str:
     return f"{ROOT}.{CTL}.>"
+
+
+def operator_api(operator: str, verb: str) -> str:
+    """`fleet.ctl.u.<operator>.<verb>`: the API as asked by one authenticated operator."""
+    verbs = (validate_id(part, "verb") for part in verb.split("."))
+    return ".".join([ROOT, CTL, OPERATOR, validate_id(operator, "operator"), *verbs])
+
+
+def operator_api_all(operator: str) -> str:
+    """Everything one operator may publish (its permission in the generated config)."""
+    return f"{ROOT}.{CTL}.{OPERATOR}.{validate_id(operator, 'operator')}.>"
 
 
 def names_host(subject: str, kind: Kind, tenant: str, host: str) -> bool:
@@ -162,10 +186,24 @@ def parse(subject: str) -> Subject:
 
 def parse_controller_api(subject: str) -> str:
     """Return the verb of a controller API subject."""
+    return parse_api_caller(subject)[1]
+
+
+def parse_api_caller(subject: str) -> tuple[str | None, str]:
+    """(operator, verb) of a controller API subject; operator None on the unauthenticated
+    `fleet.ctl.<verb>`."""
     tokens = subject.split(".")
     if len(tokens) < 3 or tokens[0] != ROOT or tokens[1] != CTL:
         raise SubjectError(f"not a controller API subject: {subject!r}")
-    return ".".join(tokens[2:])
+    if tokens[2] != OPERATOR:
+        return None, ".".join(tokens[2:])
+    if len(tokens) < 5:
+        raise SubjectError(f"operator API subject needs an operator and a verb: {subject!r}")
+    try:
+        operator = validate_id(tokens[3], "operator")
+    except ValueError as exc:
+        raise SubjectError(f"{subject!r}: {exc}") from None
+    return operator, ".".join(tokens[4:])
 
 
 def msg_id(host: str, boot_id: str, seq: int) -> str:

@@ -1,7 +1,9 @@
 """The host agent's command endpoint (`fleet.<t>.cmd.<host>`, request/reply).
 
 Refuses expired commands, answers a repeated `command_id` with its first result, checks the
-takeover lease, runs the verb, and records every command with its outcome as an audit event.
+takeover lease (for every verb that changes a session: send, answer, cancel, stop, and spawn
+on a leased name), runs the verb, and records every command with its outcome as an audit
+event, refusals included.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from anyio.abc import TaskGroup
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from agent.control.leases import Lease, TakeoverLeases, WatchLeases, lease_event
+from agent.control.leases import Lease, TakeoverLeases, WatchLeases
 from agent.control.operations import Operations
 from agent.control.spawn import Spawner
 from agent.control.steering import Steering, answer_events
@@ -41,6 +43,9 @@ from protocol.events import SourceKind
 log = logging.getLogger(__name__)
 
 REMEMBER = 4096  # recent command ids kept for replay answers
+
+# The verbs that change what a session does: under someone else's takeover lease, refused.
+LEASED = (Send, Answer, Cancel, Stop, Spawn)
 
 
 class CommandServer:
@@ -74,6 +79,8 @@ class CommandServer:
     ) -> None:
         nc = self.connection()
         assert nc is not None
+        # Before the first command: the leases granted before a restart hold again.
+        await self.takeovers.restore(time.time())
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self._sub = await nc.subscribe(
@@ -178,6 +185,10 @@ class CommandServer:
     async def _dispatch(self, cmd: Command) -> CommandResult:
         body = cmd.body
         now = time.time()
+        if isinstance(body, LEASED):
+            lease = self.takeovers.allows(body.session, cmd.issued_by, now)
+            if lease is not None:
+                return self._lease_refusal(cmd, lease)
         if isinstance(body, Spawn):
             outcome, message = await self.spawner.spawn(body)
             return self._result(cmd, outcome, message)
@@ -206,9 +217,6 @@ class CommandServer:
                 f"{body.session} is dead (exit status {pane.dead_status}, "
                 f"signal {pane.dead_signal})",
             )
-        lease = self.takeovers.allows(body.session, cmd.issued_by, now)
-        if lease is not None:
-            return self._lease_refusal(cmd, lease)
         spec = self.ops.runtime_of(body.session)
         if isinstance(body, Send | Answer):
             if isinstance(body, Send):
@@ -227,14 +235,11 @@ class CommandServer:
         return self._result(cmd, Outcome.BAD_REQUEST, f"unknown verb {_verb(cmd)}")
 
     async def _takeover(self, cmd: Command, body: Takeover, now: float) -> CommandResult:
-        ok, lease = self.takeovers.acquire(
+        ok, lease = await self.takeovers.acquire(
             body.session, cmd.issued_by, body.reason, body.ttl_s, now
         )
         if not ok:
             return self._lease_refusal(cmd, lease)
-        await self.emitter.emit(
-            [lease_event(self.origin, body.session, "lease.acquired", lease, cmd.issued_by)]
-        )
         return self._result(
             cmd,
             Outcome.OK,
@@ -244,13 +249,9 @@ class CommandServer:
         )
 
     async def _release(self, cmd: Command, body: Release, now: float) -> CommandResult:
-        ok, lease = self.takeovers.release(body.session, cmd.issued_by, now)
+        ok, lease = await self.takeovers.release(body.session, cmd.issued_by, now, force=body.force)
         if not ok and lease is not None:
             return self._lease_refusal(cmd, lease)
-        if lease is not None:
-            await self.emitter.emit(
-                [lease_event(self.origin, body.session, "lease.released", lease, cmd.issued_by)]
-            )
         return self._result(
             cmd,
             Outcome.OK if lease else Outcome.NOOP,

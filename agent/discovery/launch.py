@@ -20,6 +20,8 @@ import shlex
 import shutil
 from collections.abc import Mapping, Sequence
 
+from agent.discovery.envfile import EnvFileError, read_env_file
+
 log = logging.getLogger(__name__)
 
 # What env(1) takes as NAME=VALUE (a key with "=" or a leading "-" would be misread).
@@ -41,6 +43,21 @@ def resolve_bare(name: str, env: Mapping[str, str]) -> str | None:
     if "/" in name:
         return name
     return shutil.which(name, path=env.get("PATH", os.environ.get("PATH")))
+
+
+def session_env(
+    fleet: Mapping[str, str], env_file: str | None, env: Mapping[str, str], *, session: str = ""
+) -> dict[str, str]:
+    """A session's variables: the fleet's own, then its `env_file` (read now, so an edited
+    file counts at the next launch), then the roster's `env`, the most specific, last."""
+    from_file: dict[str, str] = {}
+    if env_file:
+        try:
+            from_file = read_env_file(env_file)
+        except EnvFileError as exc:
+            # Checked at config load; gone since: launch with the rest, and say so once.
+            log.warning("session %s: %s; launching without it", session or "?", exc)
+    return {**fleet, **from_file, **env}
 
 
 def session_argv(

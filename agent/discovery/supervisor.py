@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from agent.config import SessionSpec
+from agent.discovery.launch import session_env
 from agent.discovery.roster import Roster
 from agent.discovery.sessions import primary_panes
 from agent.discovery.tmux import Pane, Tmux
@@ -53,12 +54,8 @@ class Launcher:
 
     async def launch(self, spec: SessionSpec) -> None:
         log.info("launching session %s (%s)", spec.name, spec.runtime)
-        env = {
-            "FLEET_TENANT": self.tenant,
-            "FLEET_HOST": self.host,
-            "FLEET_SESSION": spec.name,
-            **spec.env,
-        }
+        fleet = {"FLEET_TENANT": self.tenant, "FLEET_HOST": self.host, "FLEET_SESSION": spec.name}
+        env = session_env(fleet, spec.env_file, spec.env, session=spec.name)
         await self.tmux.new_session(
             spec.name,
             default_command(spec),

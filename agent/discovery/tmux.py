@@ -99,6 +99,16 @@ def parse_list_panes(output: str) -> list[Pane]:
     return panes
 
 
+def literal(arg: str) -> str:
+    """``arg`` as one literal argument in a tmux command line we build from argv.
+
+    tmux splits its argv into commands at every argument that *ends* in ``;`` (not only at a
+    lone ``;``), so a spawn argument or roster command word like ``5;`` would end our command
+    and start one of the caller's choosing (``kill-session -t =coder``). A trailing ``\\;``
+    is tmux's escape for a literal ``;``."""
+    return arg[:-1] + "\\;" if arg.endswith(";") else arg
+
+
 def _clean_env() -> dict[str, str]:
     # Inside a tmux pane TMUX points at *that* server; our calls must only see our socket.
     return {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
@@ -114,6 +124,9 @@ class Tmux:
         self.conf_path = conf_path
         # e.g. setpriv …: every tmux call, and so the server and its panes, as the tenant.
         self.prefix = list(prefix)
+        # (server pid, session id) of every session this object created: `fleet up` removes
+        # exactly these at its end, never a user's session of the same name or another server's.
+        self.created: list[tuple[int, str]] = []
 
     def _argv(self, args: Sequence[str]) -> list[str]:
         argv = [*self.prefix, "tmux", "-L", self.socket_name]
@@ -155,16 +168,19 @@ class Tmux:
         width: int,
         height: int,
     ) -> None:
-        args = ["new-session", "-d", "-s", name, "-x", str(width), "-y", str(height)]
+        args = ["new-session", "-d", "-P", "-F", "#{pid} #{session_id}", "-s", literal(name)]
+        args += ["-x", str(width), "-y", str(height)]
         if cwd:
-            args += ["-c", os.path.expanduser(cwd)]
+            args += ["-c", literal(os.path.expanduser(cwd))]
         for key, value in env.items():
-            args += ["-e", f"{key}={value}"]
+            args += ["-e", literal(f"{key}={value}")]
         # `-e` alone loses PATH to the client's: the pane runs `env … command` (launch.py).
-        args += session_argv(command, env, session=name) or []
+        args += [literal(a) for a in session_argv(command, env, session=name) or []]
         # Chained in the same client call so the option is set before the pane can exit.
         args += [";", "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on"]
-        await self.run(*args)
+        pid, _, session_id = (await self.run(*args)).strip().partition(" ")
+        if pid.isdigit() and session_id:
+            self.created.append((int(pid), session_id))
 
     async def respawn(self, name: str) -> None:
         await self.run("respawn-pane", "-k", "-t", f"={name}:")

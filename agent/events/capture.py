@@ -97,8 +97,10 @@ def log_path(logs_dir: Path, session: str) -> Path:
 
 
 def pipe_command(path: Path) -> str:
+    """The shell command `pipe-pane` runs (as the tmux server's user): the log is 0600 (what a
+    pane prints may be a secret), also one an older agent created 0644."""
     quoted = "'" + str(path).replace("'", "'\\''") + "'"
-    return f"exec cat >> {quoted}"
+    return f"umask 077; chmod 600 {quoted} 2>/dev/null; exec cat >> {quoted}"
 
 
 def file_size(path: Path) -> int:

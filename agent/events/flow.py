@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import anyio
 
-from agent.control.leases import TakeoverLeases, lease_event
+from agent.control.leases import TakeoverLeases
 from agent.discovery.roster import Roster
 from agent.discovery.runtimes import RuntimeSpec
 from agent.discovery.sessions import StateChange
@@ -72,6 +72,7 @@ class EventFlow:
         tmux: Tmux,
         roster: Roster,
         runtimes: Mapping[str, RuntimeSpec],
+        capture_unmanaged: bool = False,
     ) -> None:
         self.origin = origin
         self.outbox = outbox
@@ -82,11 +83,16 @@ class EventFlow:
         self.tmux = tmux
         self.roster = roster
         self.runtimes = runtimes
+        self.capture_unmanaged = capture_unmanaged
 
     async def ensure_pipes(self, primaries: Mapping[str, Pane]) -> None:
-        """Each session's first pane piped to its log, and the log read from where it was."""
+        """Each managed session's first pane piped to its log, and the log read from where it
+        was. A session not in the roster is listed, not recorded: what someone opened by hand
+        (secrets typed or printed included) is not ours to store unless `capture_unmanaged`."""
         for name, pane in primaries.items():
             spec = self.roster.get(name)
+            if spec is None and not self.capture_unmanaged:
+                continue
             runtime = self.runtimes.get(spec.runtime if spec else "")
             begin = runtime.events_begin if runtime else DEFAULT_BEGIN
             end = runtime.events_end if runtime else DEFAULT_END
@@ -104,10 +110,7 @@ class EventFlow:
                 await self.tmux.pipe_to(pane.pane_id, pipe_command(path))
 
     async def collect(self, changes: list[StateChange], now: float) -> None:
-        for session, lease in self.takeovers.expire(now):
-            await self._emit(
-                [lease_event(self.origin, session, "lease.expired", lease, lease.holder)]
-            )
+        await self.takeovers.expire(now)  # one lease.expired event each
         for change in changes:
             log.info("session %s: %s -> %s", change.session, change.old.value, change.new.value)
         states = [state_event(self.origin, c) for c in changes]
@@ -120,10 +123,6 @@ class EventFlow:
             await anyio.to_thread.run_sync(lambda: self.outbox.append(states, droppable=True))
         if not await self._emissions(now) and states:
             self.wakeup.set()  # else _emissions woke it (or the outbox is full)
-
-    async def _emit(self, events: list[Event]) -> None:
-        await anyio.to_thread.run_sync(lambda: self.outbox.append(events))
-        self.wakeup.set()
 
     async def _emissions(self, now: float) -> bool:
         """The pane logs' new emissions into the outbox with their offsets; False if the logs

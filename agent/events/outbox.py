@@ -3,7 +3,9 @@ only when JetStream has acknowledged it.
 
 One SQLite file per agent. It also holds the read offsets of the pane logs, written in the
 same transaction as the events parsed from them, so an agent crash can neither lose nor
-repeat output-derived events.
+repeat output-derived events; and the takeover leases, written in the same transaction as
+the lease event that announces the change, so a restarted agent holds what it granted and
+reports each expiry exactly once.
 """
 
 from __future__ import annotations
@@ -47,7 +49,17 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    session TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    since REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
+
+# A takeover lease as stored: holder, reason, since, expires_at (agent/control/leases.py).
+LeaseRow = tuple[str, str, float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +154,10 @@ class Outbox:
         offsets: Mapping[str, tuple[str, int]] | None = None,
         *,
         droppable: bool = False,
+        leases: Mapping[str, LeaseRow | None] | None = None,
     ) -> list[Event]:
-        """Number the drafts (this boot's next seqs) and store them with the log offsets.
+        """Number the drafts (this boot's next seqs) and store them with the log offsets and
+        the lease changes (None: the session's lease is gone), all in one transaction.
 
         At the bound, ``droppable`` events (observations with no log behind them) are dropped
         and counted; output-derived ones raise OutboxFull so the reader stops advancing its
@@ -186,6 +200,13 @@ class Outbox:
                         " SET log=excluded.log, offset=excluded.offset",
                         (session, log, offset),
                     )
+                for session, row in (leases or {}).items():
+                    if row is None:
+                        db.execute("DELETE FROM leases WHERE session=?", (session,))
+                    else:
+                        db.execute(
+                            "INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?)", (session, *row)
+                        )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -203,6 +224,15 @@ class Outbox:
     def forget_offset(self, session: str) -> None:
         with self._lock:
             self.db.execute("DELETE FROM offsets WHERE session=?", (session,))
+
+    def leases(self) -> dict[str, LeaseRow]:
+        """The takeover leases as last written, expired ones included (the caller reports
+        those)."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT session, holder, reason, since, expires_at FROM leases"
+            ).fetchall()
+        return {r[0]: (r[1], r[2], float(r[3]), float(r[4])) for r in rows}
 
     def remember(self, command_id: str, result: bytes, at: float, keep_s: float = 86400.0) -> None:
         """Keep a command's result, so a replay of its id after a restart is still a no-op."""

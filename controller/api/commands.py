@@ -1,12 +1,16 @@
 """Routing operator commands: resolve the target session from fleet state, answer at once
 what the controller already knows (unknown session, host down or stopped), otherwise forward
-to the host agent and time the round trip."""
+to the host agent and time the round trip.
+
+``issued_by`` is the authenticated operator by the time a request gets here (ApiService's
+Access set it from the subject); the sessions it may reach are its tenants' only, and a
+target outside them resolves as nothing of the fleet."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 
 import msgspec
 from nats.aio.client import Client
@@ -20,29 +24,45 @@ from protocol.api import HostState
 from protocol.commands import Command, CommandRequest, CommandResult, Outcome, Spawn, Watch
 
 Connection = Callable[[str], Client | None]  # the NATS connection of a tenant's account
+TenantsOf = Callable[[str], frozenset[str] | None]  # an operator's tenants (None: all)
 
 
 def new_command_id() -> str:
     return uuid.uuid4().hex
 
 
+def named_tenant(target: str, spawn: bool) -> str | None:
+    """The tenant a target spells out (TENANT/HOST/SESSION; for spawn TENANT/HOST)."""
+    parts = target.split("/")
+    return parts[0] if len(parts) == (2 if spawn else 3) else None
+
+
 def resolve(
-    state: FleetState, target: str, body_session: str, spawn: bool
+    state: FleetState,
+    target: str,
+    body_session: str,
+    spawn: bool,
+    allowed: Container[str] | None = None,
 ) -> tuple[str, str, str] | str:
-    """(tenant, host, session) for a target, or an error sentence.
+    """(tenant, host, session) for a target, or an error sentence; only hosts of the
+    ``allowed`` tenants (None: all) are candidates.
 
     Targets: SESSION, HOST/SESSION, TENANT/HOST/SESSION; for spawn TENANT/HOST or HOST.
     """
     parts = target.split("/")
+
+    def visible(keys: Iterable[HostKey]) -> list[HostKey]:
+        return [k for k in keys if allowed is None or k[0] in allowed]
+
     if spawn:
         if len(parts) == 2:
             tenant, host = parts
             return (
                 (tenant, host, body_session)
-                if (tenant, host) in state.hosts
+                if visible([(tenant, host)]) and (tenant, host) in state.hosts
                 else (f"unknown host {tenant}/{host}")
             )
-        hosts = state.keys_named(parts[-1])
+        hosts = visible(state.keys_named(parts[-1]))
         if len(hosts) == 1:
             return (*hosts[0], body_session)
         return (
@@ -59,7 +79,7 @@ def resolve(
     else:
         keys = state.hosts  # a bare session name: any host may have it
     matches = []
-    for key in keys:
+    for key in visible(keys):
         entry = state.hosts.get(key)
         if entry is not None and any(s.name == parts[-1] for s in entry.sessions):
             matches.append((*key, parts[-1]))
@@ -77,8 +97,10 @@ class CommandRouter:
         connection: Connection,
         relay: WatchRelay,
         on_round_trip: Callable[[float], None],
+        tenants_of: TenantsOf = lambda _who: None,
     ) -> None:
         self.state = state
+        self.tenants_of = tenants_of
         self.connection = connection
         self.relay = relay  # where a watch's frames go once the agent accepted it
         self.on_round_trip = on_round_trip  # ms, request to the agent's answer
@@ -86,7 +108,15 @@ class CommandRouter:
     async def handle(self, req: CommandRequest) -> CommandResult:
         command_id = req.command_id or new_command_id()
         spawn = isinstance(req.body, Spawn)
-        where = resolve(self.state, req.target, req.body.session, spawn)
+        allowed = self.tenants_of(req.issued_by)
+        named = named_tenant(req.target, spawn)
+        if allowed is not None and named is not None and named not in allowed:
+            return CommandResult(
+                command_id=command_id,
+                outcome=Outcome.BAD_REQUEST,
+                message=f"forbidden: {req.issued_by} may not steer tenant {named!r}",
+            )
+        where = resolve(self.state, req.target, req.body.session, spawn, allowed)
         if isinstance(where, str):
             outcome = Outcome.BAD_REQUEST if spawn else Outcome.UNKNOWN_SESSION
             return CommandResult(command_id=command_id, outcome=outcome, message=where)

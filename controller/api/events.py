@@ -77,10 +77,9 @@ class EventsApi:
     async def tail(self, req: EventsTailRequest) -> EventsReply | ApiError:
         limit = max(1, min(req.limit, MAX_EVENTS_PER_REPLY))
         if req.last is not None:
+            last = max(1, min(req.last, limit))
             recent = await anyio.to_thread.run_sync(
-                lambda: self.store.search(
-                    None, tenant=req.tenant, limit=max(1, min(req.last, limit))
-                )
+                lambda: self.store.search(None, tenant=req.tenant, limit=last)
             )
             events = list(reversed(recent))
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from common.version import VERSION
 from controller.api.views import ps_page
@@ -32,6 +32,8 @@ class FleetApi:
         self.tenants = list(tenants)
         self.page_limit = page_limit
         self.started_at = time.time()
+        # The API service's own counters (busy answers, handler failures), set once it exists.
+        self.api_counters: Callable[[], dict[str, int]] = dict
 
     async def ps(self, req: PsRequest) -> PsReply:
         return ps_page(self.state, req, self.page_limit)
@@ -44,6 +46,7 @@ class FleetApi:
             hosts=len(self.state.hosts),
             counters={
                 **self.state.counters,
+                **self.api_counters(),
                 "heartbeats_superseded": self.heartbeats.superseded,
                 "heartbeats_waiting": len(self.heartbeats),
                 # A full collection stops the loop (0.2 s over 50,000 hosts' state, in-process).

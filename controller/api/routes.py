@@ -7,11 +7,14 @@ from typing import Any
 
 import anyio
 
+from controller.api.access import Access
+from controller.api.attention import AttentionApi
 from controller.api.commands import CommandRouter
 from controller.api.events import EventsApi
 from controller.api.fleet import FleetApi
 from controller.api.reports import ReportApi
 from controller.api.service import ApiService
+from controller.attention.live import LiveFleet
 from controller.config import ControllerConfig
 from controller.connections import Connections
 from controller.events.store.core import EventStore
@@ -35,6 +38,8 @@ def controller_api(
     commands: CommandRouter,
     conns: Connections,
     ingest_lock: anyio.Lock,
+    live: LiveFleet,
+    access: Access | None = None,
 ) -> ApiService:
     fleet = FleetApi(state, heartbeats, store, metrics.recent, config.tenants, config.page_limit)
     events = EventsApi(
@@ -43,6 +48,7 @@ def controller_api(
         ingest_lock,
         lambda evs: relink(store, evs, config.synthesis),
     )
+    attention = AttentionApi(live)
     reports = ReportApi(store, db, config.tenants, conns.publish_event, metrics)
     routes: list[tuple[ApiVerb[Any, Any], Callable[[Any], Awaitable[Any]]]] = [
         (api.PS, fleet.ps),
@@ -56,8 +62,12 @@ def controller_api(
         (api.REPORT_BASELINE, reports.baseline),
         (api.REPORT_WEEKLY, reports.weekly),
         (api.METRICS, reports.metrics),
+        (api.ATTENTION_LIST, attention.list),
+        (api.ATTENTION_ACT, attention.act),
+        (api.FEED, attention.feed),
     ]
-    service = ApiService(config.api_queue)
+    service = ApiService(config.api_queue, access=access)
+    fleet.api_counters = service.counters
     for verb, handler in routes:
         service.route(verb, handler)
     return service

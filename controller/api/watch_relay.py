@@ -45,7 +45,12 @@ class WatchRelay:
             if nc is None:
                 return
             sub = await nc.subscribe(subjects.output(*key), cb=self._forwarder(key))
-            relay = self._relays[key] = _Relay(sub)
+            # API requests run concurrently: another watcher may have subscribed meanwhile.
+            relay = self._relays.get(key)
+            if relay is None:
+                relay = self._relays[key] = _Relay(sub)
+            else:
+                await sub.unsubscribe()
         relay.deliver[deliver] = time.monotonic() + ttl_s
 
     def _forwarder(self, key: Key) -> Callable[[Msg], object]:

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 import typer
 
-from controller.cli import daemons, deploy, events, fleet, init, report, steer, tenancy
+from controller.cli import (
+    attention,
+    daemons,
+    deploy,
+    events,
+    fleet,
+    init,
+    install,
+    operators,
+    report,
+    steer,
+    tenancy,
+    top,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -16,8 +29,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="agentfleet operator CLI",
 )
-for module in (fleet, steer, events, report, deploy, tenancy, daemons, init):
+for module in (fleet, steer, events, report, deploy, tenancy, operators, daemons, init):
     module.register(app)
+attention.register(app)
+top.register(app)
+install.register(app)
 
 
 def main() -> None:

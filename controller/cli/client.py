@@ -2,6 +2,8 @@
 
 Where the controller is comes from (first wins) `--nats`, $FLEET_NATS_URL, or the context
 file `fleet up` writes (<user config dir>/agentfleet/context.toml), else nats://127.0.0.1:4222.
+As whom: the context's ``[operator] name``, whose seed its ``[nats]`` table names; the CLI
+then asks on `fleet.ctl.u.<name>.<verb>`, the only API subjects that seed may publish on.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ def context_path() -> Path:
     return Path(platformdirs.user_config_dir("agentfleet")) / "context.toml"
 
 
-def write_context(settings: NatsSettings, path: Path | None = None) -> Path:
+def write_context(
+    settings: NatsSettings, path: Path | None = None, operator: str | None = None
+) -> Path:
     path = path or context_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     data = msgspec.to_builtins(settings)
@@ -52,9 +56,38 @@ def write_context(settings: NatsSettings, path: Path | None = None) -> Path:
     for key, value in data.items():
         if value is not None:
             lines.append(f"{key} = {msgspec.json.encode(value).decode()}")
+    if operator is not None:
+        lines += ["[operator]", f"name = {msgspec.json.encode(operator).decode()}"]
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
     return path
+
+
+def _context_file(context: Path | None) -> Path:
+    env_context = os.environ.get("FLEET_CONTEXT")
+    named = context or (Path(env_context) if env_context else None)
+    # A context named and missing is an error: falling back to 127.0.0.1:4222 could reach
+    # someone else's fleet on a shared machine (issue 15).
+    if named is not None and not named.is_file():
+        raise ClientError(f"context file {named} does not exist ($FLEET_CONTEXT)")
+    return named or context_path()
+
+
+def resolve_operator(url: str | None = None, context: Path | None = None) -> str | None:
+    """The operator the context file names (None: a URL was given, or no-auth fleet)."""
+    if url or os.environ.get("FLEET_NATS_URL"):
+        return None
+    path = _context_file(context)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ClientError(f"bad context file {path}: {exc}") from None
+    name = raw.get("operator", {}).get("name")
+    if name is not None and not isinstance(name, str):
+        raise ClientError(f"bad context file {path}: [operator] name must be a string")
+    return name
 
 
 def resolve_settings(url: str | None = None, context: Path | None = None) -> NatsSettings:
@@ -63,8 +96,7 @@ def resolve_settings(url: str | None = None, context: Path | None = None) -> Nat
     env = os.environ.get("FLEET_NATS_URL")
     if env:
         return NatsSettings(servers=[u.strip() for u in env.split(",")])
-    env_context = os.environ.get("FLEET_CONTEXT")
-    path = context or (Path(env_context) if env_context else context_path())
+    path = _context_file(context)
     if path.exists():
         try:
             raw = tomllib.loads(path.read_text())
@@ -75,10 +107,17 @@ def resolve_settings(url: str | None = None, context: Path | None = None) -> Nat
 
 
 class ControllerClient:
-    def __init__(self, settings: NatsSettings, timeout: float = REQUEST_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        settings: NatsSettings,
+        timeout: float = REQUEST_TIMEOUT_S,
+        operator: str | None = None,
+    ) -> None:
         self.settings = settings
         self.timeout = timeout
+        self.operator = operator  # asks as this operator; None: the unauthenticated subject
         self._nc: Any = None
+        self._errors: list[Exception] = []
 
     @property
     def url(self) -> str:
@@ -95,7 +134,7 @@ class ControllerClient:
             "name": "fleet-cli",
         }
 
-        errors: list[Exception] = []
+        errors = self._errors
 
         async def remember(exc: Exception) -> None:
             errors.append(exc)
@@ -124,7 +163,7 @@ class ControllerClient:
         up there, for callers outside this package) and return its reply."""
         if isinstance(verb, str):
             verb = VERBS[verb]
-        subject = verb.subject
+        subject = verb.subject_for(self.operator)
         try:
             msg = await self._nc.request(subject, encode(request), timeout=self.timeout)
         except NoRespondersError:
@@ -133,6 +172,12 @@ class ControllerClient:
                 "`fleet controller run` running?)"
             ) from None
         except NatsTimeoutError:
+            denied = [e for e in self._errors if "permissions violation" in str(e).lower()]
+            if denied:
+                raise ClientError(
+                    f"the NATS server refused {subject}: {denied[-1]} (does the context's "
+                    "[operator] name match its seed?)"
+                ) from None
             raise ClientError(
                 f"the controller at {self.url} did not answer {verb.name} within "
                 f"{self.timeout:.0f}s"

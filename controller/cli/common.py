@@ -12,7 +12,12 @@ import msgspec
 import typer
 from rich.console import Console
 
-from controller.cli.client import ClientError, ControllerClient, resolve_settings
+from controller.cli.client import (
+    ClientError,
+    ControllerClient,
+    resolve_operator,
+    resolve_settings,
+)
 
 console = Console()
 
@@ -51,8 +56,9 @@ def run_client(
 
     async def main() -> Any:
         settings = resolve_settings(nats_url)
+        operator = resolve_operator(nats_url)
         with anyio.fail_after(deadline):
-            async with ControllerClient(settings) as client:
+            async with ControllerClient(settings, operator=operator) as client:
                 return await fn(client)
 
     try:

@@ -20,13 +20,25 @@ controller_app = typer.Typer(no_args_is_help=True, help="the controller daemon")
 
 
 def up(
+    config: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="agent.toml roster(s) to run, one per tenant (default: the one `fleet init` "
+            "wrote, if any; else the demo)",
+        ),
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="run the demo fleet even if you have a roster")
+    ] = False,
     data_dir: Annotated[
         Path | None, typer.Option(help="where NATS, controller and agent keep files")
     ] = None,
-    port: Annotated[int, typer.Option(help="NATS port (a free one if taken)")] = 4222,
+    port: Annotated[int, typer.Option(help="NATS port (a free one if taken, 0: any)")] = 4222,
     tenants: Annotated[
-        str, typer.Option(help="tenants of the demo fleet, comma-separated")
-    ] = "demo",
+        str | None, typer.Option(help="tenants of the demo fleet, comma-separated [demo]")
+    ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="no NATS auth: one shared account (not secure)")
     ] = False,
@@ -34,23 +46,33 @@ def up(
     tmux_socket: Annotated[
         str | None, typer.Option(help="tmux socket of the demo sessions")
     ] = None,
-    heartbeat_interval: Annotated[float, typer.Option(help="seconds between heartbeats")] = 5.0,
+    heartbeat_interval: Annotated[
+        float | None, typer.Option(help="seconds between heartbeats [roster's; demo: 5]")
+    ] = None,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Run everything locally: embedded NATS, the controller, and a demo host agent."""
-    from controller.cli.up import UpOptions, run_up
+    """Run everything locally: embedded NATS, the controller, and a host agent per tenant
+    running your roster (adopting its sessions) or, without one, the demo."""
+    from controller.cli.up import UpError, UpOptions, run_up
 
     setup_logging(log_level)
     opts = UpOptions(
+        configs=tuple(config or ()),
+        demo=demo,
         data_dir=data_dir,
         port=port,
-        tenants=tuple(t.strip() for t in tenants.split(",") if t.strip()),
+        tenants=None if tenants is None else tuple(t.strip() for t in tenants.split(",")),
         host=host,
         tmux_socket=tmux_socket,
         insecure=insecure,
         heartbeat_interval_s=heartbeat_interval,
     )
-    anyio.run(run_up, opts)
+    try:
+        anyio.run(run_up, opts)
+    except UpError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:  # before the signal handlers are up (they turn Ctrl-C into a stop)
+        fail("interrupted while starting; what had started is stopped", 130)
 
 
 def controller_run(

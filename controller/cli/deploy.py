@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from controller.cli.client import ClientError, resolve_settings
+from controller.cli.client import ClientError, resolve_operator, resolve_settings
 from controller.cli.common import NatsOpt, fail
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ def deploy(
     try:
         targets = [Target.parse(h) for h in hosts]
         controller = resolve_settings(nats)
+        operator = resolve_operator(nats)
     except (ValueError, ClientError) as exc:
         fail(str(exc))
     opts = DeployOptions(
@@ -112,6 +113,7 @@ def deploy(
         host_id=host_id,
         agent_servers=[u.strip() for u in nats_url.split(",")] if nats_url else controller.servers,
         controller=controller,
+        operator=operator,
         credentials=credentials,
         roster=roster,
         tmux_socket=tmux_socket,

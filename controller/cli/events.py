@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from datetime import datetime
@@ -13,7 +14,8 @@ import typer
 from rich.console import Console
 
 from controller.cli.client import ControllerClient
-from controller.cli.common import JsonOpt, NatsOpt, print_json, run_client
+from controller.cli.common import JsonOpt, NatsOpt, fail, print_json, run_client
+from controller.cli.render import safe
 from protocol import api
 from protocol.events import LinkType
 from protocol.events_api import (
@@ -38,31 +40,39 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_time(value: str | None, now: float | None = None) -> float | None:
-    """Unix seconds, ISO 8601, or an age such as 15m / 2h / 3d (before now)."""
+    """Unix seconds, ISO 8601, or an age such as 15m / 2h / 3d (before now); anything else
+    is one line on stderr and exit 2 (a usage box would not be one line)."""
     if value is None:
         return None
     now = datetime.now().timestamp() if now is None else now
+    bad = f"{value!r} is not a time: use unix seconds, ISO 8601 or an age like 15m, 2h, 3d"
     if m := _RELATIVE.match(value.strip()):
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise typer.BadParameter(
-            f"{value!r} is not a time: use unix seconds, ISO 8601 or an age like 15m, 2h, 3d"
-        ) from None
+        ts = now - float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        try:
+            ts = float(value)
+        except ValueError:
+            try:
+                ts = datetime.fromisoformat(value).timestamp()
+            except (ValueError, OverflowError):
+                fail(bad)
+    # 1e400 is inf, which JSON sends as null: the bound would silently vanish.
+    if not math.isfinite(ts) or abs(ts) > 1e12:
+        fail(bad)
+    return ts
 
 
 def when(ts: float) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # a host's clock (or a hostile ts) says 1e300
+        return f"ts={ts!r}"
 
 
 def event_line(e: StoredEvent) -> str:
     source = "" if e.source_kind.value == "agent" else f" [{e.source_kind.value}]"
-    return (
+    # What a host or an agent wrote is printed through safe(): no terminal escapes, one line.
+    return safe(
         f"{e.id:>6}  {when(e.ts)}  {e.tenant}/{e.host}/{e.session}  {e.event_type}{source}"
         f"  {e.summary}"
     )
@@ -170,12 +180,12 @@ def show(
     for name, value in msgspec.structs.asdict(reply.event).items():
         if isinstance(value, dict | list):
             value = msgspec.json.encode(value).decode()
-        console.print(f"{name:>25}: {value}", markup=False)
+        console.print(safe(f"{name:>25}: {value}"), markup=False)
     for label, links in (("links out", reply.outgoing), ("links in", reply.incoming)):
         for link in links:
             other = link.to_event if label == "links out" else link.from_event
             target = other if other is not None else f"(pending: {link.to_key})"
-            console.print(f"{label:>25}: {link.type.value} {target}", markup=False)
+            console.print(safe(f"{label:>25}: {link.type.value} {target}"), markup=False)
 
 
 @events_app.command("link")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from protocol.api import HostState, PsRow
 
@@ -15,6 +17,23 @@ _HOST_STYLE = {
     HostState.DOWN: "bold red",
     HostState.STOPPED: "dim",
 }
+
+
+# C0 and C1 controls and DEL, plus the bidi overrides and isolates that reorder what a
+# terminal shows: a summary or a runtime name holding ESC could recolour, move the cursor or
+# retitle the operator's terminal (issue 15). Shown as visible escapes instead.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """Untrusted text (from a host, a session, an operator) made safe to print on a terminal:
+    one line, no control characters; each shown as its escape (``\\x1b``, ``\\n``)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def cell(text: str | None, style: str = "") -> Text:
+    """A table cell that is printed as is: no rich markup, no control characters."""
+    return Text(safe(text or ""), style=style)
 
 
 def age(seconds: float) -> str:
@@ -49,14 +68,14 @@ def ps_table(rows: Iterable[PsRow]) -> Table:
         snap = row.session
         flags = " ".join(f.value for f in row.flags)
         table.add_row(
-            row.tenant,
-            row.host,
-            snap.name if snap else "-",
-            runtime_cell(row),
-            f"[{_HOST_STYLE[row.host_state]}]{row.host_state.value}[/]",
-            snap.state.value if snap else "-",
+            cell(row.tenant),
+            cell(row.host),
+            cell(snap.name if snap else "-"),
+            cell(runtime_cell(row)),
+            cell(row.host_state.value, _HOST_STYLE[row.host_state]),
+            cell(snap.state.value if snap else "-"),
             age(row.heartbeat_age_s),
-            f"[red]{flags}[/]" if flags else "",
+            cell(flags, "red"),
         )
     return table
 

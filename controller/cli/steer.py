@@ -154,17 +154,24 @@ def takeover(
 
 def release(
     session: Annotated[str, typer.Argument()],
+    force: Annotated[
+        bool, typer.Option("--force", help="admins: release someone else's lease (audited)")
+    ] = False,
     json_out: JsonOpt = False,
     nats_url: NatsOpt = None,
 ) -> None:
     """Give back your takeover lease."""
-    run_command(session, Release(session=session_name(session)), 10.0, nats_url, json_out)
+    body = Release(session=session_name(session), force=force)
+    run_command(session, body, 10.0, nats_url, json_out)
 
 
 def spawn(
     where: Annotated[str, typer.Argument(help="TENANT/HOST")],
     name: Annotated[str, typer.Option("--name", help="session name")],
-    runtime: Annotated[str, typer.Option(help="runtime")] = "stub",
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="runtime (default: inferred from the command; stub without one)"),
+    ] = None,
     ttl: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     command: Annotated[list[str] | None, typer.Argument(help="-- COMMAND ARGS")] = None,
     json_out: JsonOpt = False,

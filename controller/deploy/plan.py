@@ -74,6 +74,7 @@ class DeployOptions:
     heartbeat_timeout_s: float = 60.0
     wheel_cache: Path | None = None
     wheelhouse: Path | None = None  # prebuilt wheels, used as they are
+    operator: str | None = None  # who this CLI asks the controller as (its context's)
 
 
 @dataclass
@@ -265,7 +266,7 @@ async def wait_for_heartbeat(
     with anyio.move_on_after(opts.heartbeat_timeout_s):
         while True:
             try:
-                async with ControllerClient(opts.controller) as client:
+                async with ControllerClient(opts.controller, operator=opts.operator) as client:
                     while True:
                         reply = await client.call(api.PS, request)
                         row = reply.rows[0] if reply.rows else None

@@ -1,5 +1,6 @@
 """Heartbeats and lifecycle notices as they arrive: valid, within the size limit, and on
-the subject of the host their body names, or refused with a reason."""
+the subject of the host their body names, or refused with a reason. And the real-time
+`session.state` events (controller/fleet/realtime.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import TypeVar
 
 from nats.aio.msg import Msg
 
+from controller.fleet.realtime import StateNews, state_news
 from controller.fleet.rejects import Rejects
 from protocol import DecodeError, decode, subjects
+from protocol.events import Event
 from protocol.heartbeat import Heartbeat
 from protocol.lifecycle import Lifecycle
 from protocol.limits import PAYLOAD_LIMITS
@@ -46,3 +49,22 @@ def _mismatch(subject: str, tenant: str, host: str) -> str:
     except SubjectError as exc:
         return str(exc)
     return f"body says {tenant}/{host} but the subject {where.tenant}/{where.host}"
+
+
+def state_intake(msg: Msg) -> StateNews | None:
+    """The state change a `session.state` event on its core subject reports, or None.
+
+    Nothing is reported here: the same message is in the stream, where the ingest turns a
+    malformed one into its `validation_error`; this path only takes what is well-formed.
+    """
+    if len(msg.data) > PAYLOAD_LIMITS[subjects.Kind.EVT]:
+        return None
+    try:
+        event = decode(msg.data, Event)
+    except DecodeError:
+        return None
+    if not subjects.names_event(
+        msg.subject, event.tenant, event.host, event.session, event.event_type
+    ):
+        return None
+    return state_news(event)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from controller.fleet.flags import flagged_indexes, row_count, session_flags
 from controller.fleet.liveness import state_for_age
+from controller.fleet.realtime import StateNews, apply, merge_live
 from protocol.api import HostState, PsRow
 from protocol.heartbeat import SUSPECT_AFTER_INTERVALS, Heartbeat, SessionSnapshot
 from protocol.lifecycle import Lifecycle, LifecycleKind
@@ -42,6 +43,9 @@ class HostEntry:
     restored: bool = False
     # Indexes of the sessions with a flag, set with the sessions (FleetState keeps both).
     flagged: tuple[int, ...] = ()
+    # Sessions whose state came from a `session.state` event newer than the last heartbeat:
+    # name -> the event's ts (controller/fleet/realtime.py). None for nearly every host.
+    live: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +137,8 @@ class FleetState:
             self.count("heartbeats_stale")
             return None
         self.count("heartbeats")
-        if hb.boot_id != entry.boot_id or entry.restored:
+        same_boot = hb.boot_id == entry.boot_id
+        if not same_boot or entry.restored:
             self.dirty.add(key)  # a restart is news worth writing now
         entry.boot_id, entry.seq = hb.boot_id, hb.seq
         if hb.interval_s != entry.interval_s:
@@ -144,7 +149,13 @@ class FleetState:
         self._by_silence.move_to_end(key)
         tally = self.tallies[hb.tenant]
         tally.rows -= row_count(entry)
-        entry.sessions, entry.flagged = hb.sessions, flagged_indexes(hb.sessions)
+        sessions = hb.sessions
+        if entry.live is not None:  # a state event came after this host's last heartbeat
+            live: dict[str, float] = {}
+            if same_boot:
+                sessions, live = merge_live(entry.live, entry.sessions, sessions)
+            entry.live = live or None
+        entry.sessions, entry.flagged = sessions, flagged_indexes(sessions)
         tally.rows += row_count(entry)
         entry.last_seen, entry.last_seen_mono = now_wall, now_mono
         entry.restored = False
@@ -154,6 +165,29 @@ class FleetState:
         if transition is None:
             self._mark(key, entry)  # flags may have come or gone with the sessions
         return transition
+
+    def on_session_state(self, news: StateNews) -> SessionSnapshot | None:
+        """Apply a `session.state` event at once; the session's new snapshot, or None when
+        it tells nothing newer than what the host's heartbeats said (or of another boot: the
+        next heartbeat says what that boot runs)."""
+        entry = self.hosts.get((news.tenant, news.host))
+        if entry is None or entry.boot_id != news.boot_id:
+            self.count("state_events_ignored")
+            return None
+        i = next((i for i, s in enumerate(entry.sessions) if s.name == news.session), -1)
+        if i < 0:
+            self.count("state_events_ignored")
+            return None
+        patched = apply(entry.sessions[i], news)
+        if patched is None:
+            self.count("state_events_stale")
+            return None
+        # A new list: the old one may be a heartbeat's, which others (synthesis) still read.
+        entry.sessions = [*entry.sessions]
+        entry.sessions[i] = patched
+        entry.live = {**(entry.live or {}), news.session: news.ts}
+        self.count("state_events_applied")
+        return patched
 
     def on_lifecycle(self, lc: Lifecycle) -> Transition | None:
         entry = self.hosts.get((lc.tenant, lc.host))

@@ -6,14 +6,17 @@ tenants and hosts with their nkey *public* keys; every nkey *seed* is a file of 
 config is derived from the registry (``controller/natsconfig.py``) and holds public keys
 only: leaking it lets nobody connect.
 
-Removing a host deletes its seed and drops its public key from the registry; the next
-rendered config no longer names it, and a config reload (SIGHUP) closes its connections.
+Removing a host or an operator deletes its seed and drops its public key from the registry;
+the next rendered config no longer names it, and a config reload (SIGHUP) closes its
+connections.
 """
 
 from __future__ import annotations
 
 import fcntl
+import getpass
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -23,10 +26,10 @@ from pathlib import Path
 import msgspec
 import nkeys
 
-from protocol.ids import validate_host, validate_id, validate_tenant
+from protocol.api import Role
+from protocol.ids import MAX_ID_LENGTH, validate_host, validate_id, validate_tenant
 
 REGISTRY_VERSION = 1
-CLI_USER = "operator"  # the one CLI identity `fleet tenant add` creates on first use
 
 
 class TenancyError(ValueError):
@@ -52,12 +55,41 @@ class TenantRecord(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float = 0.0
 
 
+class OperatorRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A person at the CLI: publishes only on fleet.ctl.u.<name>.>, in CONTROL."""
+
+    public_key: str
+    role: Role
+    tenants: list[str] = []  # what a viewer or operator may see and steer; admins: all
+    created_at: float = 0.0
+
+
+class RevokedOperator(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    public_key: str
+    revoked_at: float
+
+
 class Registry(msgspec.Struct, kw_only=True):
     version: int = REGISTRY_VERSION
     system_key: str = ""  # user in the system account (monitoring, `nats server` tools)
     control_controller_key: str = ""  # the controller serving fleet.ctl.> in CONTROL
-    cli_keys: dict[str, str] = {}  # CLI user name -> public key, all in CONTROL
+    # The one shared CLI identity of earlier versions: read, never rendered again (it could
+    # publish on every operator's prefix). `fleet operator add` replaces it.
+    cli_keys: dict[str, str] = {}
+    operators: dict[str, OperatorRecord] = {}
+    revoked_operators: list[RevokedOperator] = []  # the audit trail; never rendered
     tenants: dict[str, TenantRecord] = {}
+
+
+def local_admin_name() -> str:
+    """The operator name `fleet up` gives the local user: the login, made a valid id."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, no $USER (containers)
+        login = ""
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", login).lstrip("_-")[:MAX_ID_LENGTH]
+    return name or "admin"
 
 
 def new_user_seed() -> tuple[bytes, str]:
@@ -119,8 +151,8 @@ class TenancyStore:
     def control_controller_seed(self) -> Path:
         return self.root / "control" / "controller.nk"
 
-    def cli_seed(self, name: str = CLI_USER) -> Path:
-        return self.root / "control" / f"cli-{validate_id(name, 'user')}.nk"
+    def operator_seed(self, name: str) -> Path:
+        return self.root / "control" / "operators" / f"{validate_id(name, 'operator')}.nk"
 
     def system_seed(self) -> Path:
         return self.root / "system" / "sys.nk"
@@ -165,11 +197,9 @@ class TenancyStore:
             registry.system_key = self._new_seed(self.system_seed())
         if not registry.control_controller_key:
             registry.control_controller_key = self._new_seed(self.control_controller_seed())
-        if CLI_USER not in registry.cli_keys:
-            registry.cli_keys = {**registry.cli_keys, CLI_USER: self._new_seed(self.cli_seed())}
 
     def init(self) -> Registry:
-        """Create the system, controller and CLI identities if missing."""
+        """Create the system and controller identities if missing."""
         with self._changing() as registry:
             pass
         return registry
@@ -225,6 +255,42 @@ class TenancyStore:
                 ),
             }
             self.host_seed(tenant, host).unlink(missing_ok=True)
+        return revoked
+
+    def add_operator(self, name: str, role: Role, tenants: list[str]) -> Path:
+        """Create an operator's credentials; returns the seed file to hand to that person."""
+        validate_id(name, "operator")
+        with self._changing() as registry:
+            if name in registry.operators:
+                raise TenancyError(f"operator {name!r} exists already")
+            for tenant in tenants:
+                self._tenant(registry, tenant)
+            if role is not Role.ADMIN and not tenants:
+                raise TenancyError(f"role {role.value} needs at least one --tenant")
+            public = self._new_seed(self.operator_seed(name))
+            record = OperatorRecord(
+                public_key=public, role=role, tenants=sorted(set(tenants)), created_at=time.time()
+            )
+            registry.operators = {**registry.operators, name: record}
+        return self.operator_seed(name)
+
+    def ensure_admin(self, name: str) -> Path:
+        """The admin `fleet up` creates for the local user, once; its seed file."""
+        if name not in self.load().operators:
+            self.add_operator(name, Role.ADMIN, [])
+        return self.operator_seed(name)
+
+    def remove_operator(self, name: str) -> RevokedOperator:
+        """Revoke an operator: its seed is deleted and its key leaves the rendered config."""
+        with self._changing() as registry:
+            operators = dict(registry.operators)
+            gone = operators.pop(validate_id(name, "operator"), None)
+            if gone is None:
+                raise TenancyError(f"no operator {name!r}")
+            revoked = RevokedOperator(name=name, public_key=gone.public_key, revoked_at=time.time())
+            registry.operators = operators
+            registry.revoked_operators = [*registry.revoked_operators, revoked]
+            self.operator_seed(name).unlink(missing_ok=True)
         return revoked
 
     @staticmethod

@@ -3,10 +3,11 @@ account for the controller API, a system account, and least-privilege nkey users
 
 Accounts isolate subjects completely: a connection in ``TENANT_acme`` cannot name anything
 in ``TENANT_globex``, whatever its permissions say. Inside an account, permissions keep each
-host to its own subjects. Every user gets a private inbox prefix (``_INBOX.host.<host>``,
-``_INBOX.controller``, ``_INBOX.cli.<name>``) instead of the shared ``_INBOX.>``, so no one
-can read another client's replies or JetStream acks; clients must connect with that
-``inbox_prefix``.
+host to its own subjects, and each operator to its own API prefix (``fleet.ctl.u.<name>.>``:
+the controller takes who asks from that token). Every user gets a private inbox prefix
+(``_INBOX.host.<host>``, ``_INBOX.controller``, ``_INBOX.cli.<name>``) instead of the shared
+``_INBOX.>``, so no one can read another client's replies or JetStream acks; clients must
+connect with that ``inbox_prefix``.
 
 Only public keys appear here: the rendered config is not a secret.
 """
@@ -55,7 +56,8 @@ def controller_inbox() -> str:
 
 
 def cli_inbox(name: str) -> str:
-    return f"_INBOX.cli.{validate_id(name, 'user')}"
+    """The inbox of operator ``name``'s CLI."""
+    return f"_INBOX.cli.{validate_id(name, 'operator')}"
 
 
 def tenant_account(tenant: str) -> str:
@@ -124,8 +126,12 @@ def control_controller_permissions() -> Permissions:
     )
 
 
-def cli_permissions(name: str) -> Permissions:
-    return Permissions(publish=[subjects.controller_api_all()], subscribe=[f"{cli_inbox(name)}.>"])
+def operator_permissions(name: str) -> Permissions:
+    """Ask the API under its own name only, read its own replies only: that the broker
+    enforces both is what makes the subject's name token an identity."""
+    return Permissions(
+        publish=[subjects.operator_api_all(name)], subscribe=[f"{cli_inbox(name)}.>"]
+    )
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -170,8 +176,10 @@ def render_accounts(registry: Registry, limits: JetStreamLimits | None = None) -
             CONTROL_ACCOUNT,
             [_user(registry.control_controller_key, control_controller_permissions(), "controller")]
             + [
-                _user(key, cli_permissions(name), f"cli {name}")
-                for name, key in sorted(registry.cli_keys.items())
+                _user(
+                    op.public_key, operator_permissions(name), f"operator {name} ({op.role.value})"
+                )
+                for name, op in sorted(registry.operators.items())
             ],
         ),
     ]

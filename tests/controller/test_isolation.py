@@ -24,7 +24,7 @@ from nats.aio.msg import Msg
 from conftest import wait_for
 from controller.events.ingest import replay
 from controller.events.streams import StreamSettings, ensure_stream
-from controller.natsserver.accounts import CLI_USER, TenancyStore, new_user_seed, reload_server
+from controller.natsserver.accounts import TenancyStore, new_user_seed, reload_server
 from controller.natsserver.config import (
     TlsOptions,
     cli_inbox,
@@ -35,6 +35,7 @@ from controller.natsserver.config import (
 )
 from controller.natsserver.embedded import EmbeddedNats
 from protocol import subjects
+from protocol.api import Role
 
 TENANTS = {"acme": ["h1", "h2"], "globex": ["g1"]}
 
@@ -91,6 +92,7 @@ def secured(
         store.add_tenant(tenant)
         for host in hosts:
             store.add_host(tenant, host)
+    store.add_operator("alice", Role.ADMIN, [])
     server = EmbeddedNats(root / "nats")
     server.extra_config = include_directive(server.config_path, store.auth_conf_path)
     server.start()
@@ -286,8 +288,8 @@ def test_the_cli_reaches_only_the_controller_api(secured) -> None:
 
     async def main() -> None:
         obs = await observers(server.url, store)
-        cli = await connect(server.url, store.cli_seed(), cli_inbox(CLI_USER))
-        reply = await cli.nc.request(subjects.controller_api("ps"), b"{}", timeout=3)
+        cli = await connect(server.url, store.operator_seed("alice"), cli_inbox("alice"))
+        reply = await cli.nc.request(subjects.operator_api("alice", "ps"), b"{}", timeout=3)
         assert reply.data == b'{"ok":true}'
         targets = [subjects.heartbeat("acme", "h1"), subjects.command("acme", "h1")]
         for target in targets:
@@ -300,7 +302,7 @@ def test_the_cli_reaches_only_the_controller_api(secured) -> None:
             await until(lambda t=target: cli.denied(t), what=f"denial of {target}")
         await anyio.sleep(0.2)
         assert obs["acme"].got == [] and obs["globex"].got == [] and cli.got == []
-        assert obs["ctl"].got == [subjects.controller_api("ps")]
+        assert obs["ctl"].got == [subjects.operator_api("alice", "ps")]
         await close_all(cli, *obs.values())
 
     run(main)

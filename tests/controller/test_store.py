@@ -21,7 +21,8 @@ from controller.events.store.core import (
     StoreError,
     StoreQueryError,
 )
-from controller.events.store.schema import SCHEMA_VERSION, migrate
+from controller.events.store.insert import insert_batch
+from controller.events.store.schema import MIGRATIONS, SCHEMA_VERSION, _statements, migrate
 from protocol.events import Event, EventLink, LinkType, Severity, SourceKind
 
 EventFactory = Callable[..., Event]
@@ -108,6 +109,58 @@ def test_idempotency_keys_do_not_cross_tenants(store: EventStore, make_event: Ev
     assert store.insert_many([ours, theirs], received_at=1.0) == [1, 2]
     found = store.find_by_key("k", tenant="globex")
     assert found is not None and found.id == 2
+
+
+def test_one_key_from_two_sessions_stores_both(store: EventStore, make_event: EventFactory) -> None:
+    """Keys are scoped by (tenant, host, session), issue 15: a session (even a shell opened by
+    hand on the agent's socket) can neither pre-empt nor suppress another session's event."""
+    victim = make_event(session="coder", idempotency_key="run-7-done", summary="tests pass")
+    squatter = make_event(session="intruder", idempotency_key="run-7-done", summary="fake")
+    other_host = make_event(host="h2", session="coder", idempotency_key="run-7-done")
+    assert store.insert_many([squatter], received_at=1.0) == [1]  # the squatter comes first
+    assert store.insert_many([victim, other_host], received_at=2.0) == [2, 3]
+    found = store.find_by_key("run-7-done", "acme", "h1", "coder")
+    assert found is not None and found.summary == "tests pass"
+    # Within one session a repeat is still dropped, in a batch and one by one.
+    again = make_event(session="coder", idempotency_key="run-7-done", summary="again")
+    assert store.insert_many([again, again], received_at=3.0) == [None, None]
+    assert store.count() == 3
+
+
+def test_a_version_1_store_is_migrated_with_its_rows_ids_and_links(
+    tmp_path: Path, make_event: EventFactory
+) -> None:
+    path = tmp_path / "events.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("BEGIN")
+        for statement in _statements(MIGRATIONS[0]):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("COMMIT")
+    # Rows written the v1 way: the store's own insert path on the v1 schema.
+    plan = make_event(idempotency_key="plan", summary="the plan")
+    review = make_event(
+        idempotency_key="rv", links=[EventLink(type=LinkType.RESOLVES, target="plan")]
+    )
+    waiting = make_event(links=[EventLink(type=LinkType.CAUSED_BY, target="later")])
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("BEGIN")
+        assert insert_batch(conn, [plan, review, waiting], [1.0, 1.0, 1.0]) == [1, 2, 3]
+        conn.execute("COMMIT")
+    before = dump(path)
+    with EventStore(path) as store:
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert dump(path) == before  # same rows, same ids, same links
+        assert fts_is_consistent(path)
+        assert [e.id for e in store.search("plan")] == [1]
+        # The new uniqueness holds on the migrated file, and the pending link still resolves.
+        twin = make_event(session="other", idempotency_key="plan")
+        later = make_event(idempotency_key="later")
+        assert store.insert_many([twin, plan, later], received_at=2.0) == [4, None, 5]
+        assert [link.to_event for link in store.links(3)[0]] == [5]
 
 
 def test_event_without_key_gets_its_message_id(store: EventStore, make_event: EventFactory) -> None:

@@ -17,10 +17,10 @@ from protocol.events import Event, EventLink, LinkType
 KEYS = ["k1", "k2", "k3", "h1:b1:1", "h2:b1:2"]  # the last two name default keys
 
 events_st = st.builds(
-    lambda tenant, host, boot, seq, key, links: Event(
+    lambda tenant, host, session, boot, seq, key, links: Event(
         tenant=tenant,
         host=host,
-        session="coder",
+        session=session,
         boot_id=boot,
         seq=seq,
         ts=1_700_000_000.0 + seq,
@@ -31,6 +31,8 @@ events_st = st.builds(
     ),
     tenant=st.sampled_from(["acme", "globex"]),
     host=st.sampled_from(["h1", "h2"]),
+    # Keys are unique per session: sessions and hosts that share one must still agree.
+    session=st.sampled_from(["coder", "reviewer"]),
     boot=st.sampled_from(["b1", "b2"]),
     seq=st.integers(0, 4),
     key=st.none() | st.sampled_from(KEYS[:3]),

@@ -17,8 +17,8 @@ from conftest import BIN
 from controller.natsserver.accounts import TenancyError, TenancyStore, public_key_of
 from controller.natsserver.config import (
     TlsOptions,
-    cli_permissions,
     host_permissions,
+    operator_permissions,
     render_server,
     tenant_controller_permissions,
 )
@@ -136,9 +136,9 @@ def test_the_controller_and_cli_stay_inside_their_own_subjects() -> None:
     ctl = tenant_controller_permissions("acme", subjects.event_stream_name("acme"))
     for pattern in ctl.publish + ctl.subscribe:
         assert pattern.startswith(("fleet.acme.", "$JS.", "_INBOX.controller.")), pattern
-    cli = cli_permissions("operator")
-    assert cli.publish == [subjects.controller_api_all()]
-    assert cli.subscribe == ["_INBOX.cli.operator.>"]
+    cli = operator_permissions("alice")
+    assert cli.publish == ["fleet.ctl.u.alice.>"]  # its own prefix: never fleet.ctl.>
+    assert cli.subscribe == ["_INBOX.cli.alice.>"]
 
 
 def test_the_rendered_server_config_is_accepted_by_nats_server(

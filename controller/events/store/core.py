@@ -155,8 +155,8 @@ class EventStore:
     ) -> list[int | None]:
         """Store a batch in one transaction; per event, its new row id or None if a duplicate.
 
-        A duplicate is an event whose (tenant, host, boot_id, seq) or (tenant,
-        idempotency_key) is already stored, including earlier in the same batch. A
+        A duplicate is an event whose (tenant, host, boot_id, seq) or (tenant, host,
+        session, idempotency_key) is already stored, including earlier in the same batch. A
         duplicate's links are dropped with it: the first copy's links stand.
         """
         if isinstance(received_at, float | int):
@@ -272,16 +272,21 @@ class EventStore:
             ).fetchone()
         return None if row is None else event_from_row(row)
 
-    def find_by_key(self, idempotency_key: str, tenant: str | None = None) -> StoredEvent | None:
-        """The event with this key; keys are unique per tenant, so give the tenant if known.
-
-        Without a tenant and with the key stored under several tenants, the oldest wins.
-        """
+    def find_by_key(
+        self,
+        idempotency_key: str,
+        tenant: str | None = None,
+        host: str | None = None,
+        session: str | None = None,
+    ) -> StoredEvent | None:
+        """The event with this key; keys are unique per (tenant, host, session), so give
+        those if known. Where several stored events match, the oldest wins."""
         sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE idempotency_key = ?"
         params: list[Any] = [idempotency_key]
-        if tenant is not None:
-            sql += " AND tenant = ?"
-            params.append(tenant)
+        for column, value in (("tenant", tenant), ("host", host), ("session", session)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
         with self._read() as conn:
             row = conn.execute(sql + " ORDER BY id LIMIT 1", params).fetchone()
         return None if row is None else event_from_row(row)

@@ -78,8 +78,10 @@ def _add_links(conn: sqlite3.Connection, event: Event, event_id: int, received_a
     for link in event.links:
         # LinkType(...): Structs built in-process (not decoded) are not validated by msgspec.
         link_type = LinkType(link.type)
+        # Keys are unique per session, so several sessions may hold the target's key: the
+        # first stored wins, as a pending link is resolved by the first to arrive.
         row = conn.execute(
-            "SELECT id FROM events WHERE tenant = ? AND idempotency_key = ?",
+            "SELECT id FROM events WHERE tenant = ? AND idempotency_key = ? ORDER BY id LIMIT 1",
             (event.tenant, link.target),
         ).fetchone()
         if row is not None:
@@ -207,7 +209,8 @@ def _resolve_waiting(
 ) -> None:
     by_tenant: dict[str, dict[str, int]] = {}
     for event, key, event_id in zip(events, keys, ids, strict=True):
-        by_tenant.setdefault(event.tenant, {})[key] = event_id
+        # setdefault: the first of the batch with a key takes its waiting links, as one by one.
+        by_tenant.setdefault(event.tenant, {}).setdefault(key, event_id)
     for tenant, id_of in by_tenant.items():
         waiting = conn.execute(
             "DELETE FROM pending_links WHERE tenant = ? AND to_key IN "

@@ -119,7 +119,69 @@ CREATE TABLE boot_seqs (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+# v2 (issue 15): agent-supplied idempotency keys are unique per (tenant, host, session), not
+# per tenant, so no session can pre-empt or suppress another's event by using its key. A
+# table-level UNIQUE cannot be dropped, so the table is rebuilt (SQLite's documented
+# procedure: new table, copy, drop, rename; `migrate` turns foreign keys off around it). Ids
+# are copied, so the FTS index (content_rowid = id) and the link tables stay valid. The key
+# leads the new index, so lookups by (tenant, key) still use it.
+_V2: Final = """
+CREATE TABLE events_v2 (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    host TEXT NOT NULL,
+    session TEXT NOT NULL,
+    boot_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    received_at REAL NOT NULL,
+    event_type TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '[]',
+    payload_json TEXT NOT NULL DEFAULT '{}',
+    severity TEXT NOT NULL,
+    confidence REAL,
+    provenance TEXT,
+    source_kind TEXT NOT NULL CHECK (source_kind IN ('agent', 'system', 'operator')),
+    -- Never NULL: the store fills <host>:<boot_id>:<seq> when the event has none.
+    idempotency_key TEXT NOT NULL,
+    dedupe_key TEXT,
+    attention_candidate INTEGER NOT NULL DEFAULT 0,
+    operator_action_required INTEGER NOT NULL DEFAULT 0,
+    risk_detected INTEGER NOT NULL DEFAULT 0,
+    artifact_refs TEXT NOT NULL DEFAULT '[]',
+    run_id TEXT,
+    fts_scope TEXT GENERATED ALWAYS AS ('t' || hex(tenant)) VIRTUAL,
+    UNIQUE (tenant, host, boot_id, seq),
+    UNIQUE (tenant, idempotency_key, host, session)
+);
+
+INSERT INTO events_v2 (
+    id, tenant, host, session, boot_id, seq, ts, received_at, event_type, summary, tags,
+    payload_json, severity, confidence, provenance, source_kind, idempotency_key, dedupe_key,
+    attention_candidate, operator_action_required, risk_detected, artifact_refs, run_id
+)
+SELECT
+    id, tenant, host, session, boot_id, seq, ts, received_at, event_type, summary, tags,
+    payload_json, severity, confidence, provenance, source_kind, idempotency_key, dedupe_key,
+    attention_candidate, operator_action_required, risk_detected, artifact_refs, run_id
+FROM events;
+
+DROP TABLE events;
+ALTER TABLE events_v2 RENAME TO events;
+
+CREATE INDEX events_tenant_id ON events (tenant, id);
+CREATE INDEX events_session_id ON events (tenant, host, session, id);
+CREATE INDEX events_type_id ON events (event_type, id);
+CREATE INDEX events_ts ON events (ts);
+
+CREATE TRIGGER events_fts_insert AFTER INSERT ON events BEGIN
+    INSERT INTO events_fts (rowid, summary, tags, payload_json, fts_scope)
+    VALUES (new.id, new.summary, new.tags, new.payload_json, new.fts_scope);
+END;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -134,6 +196,16 @@ def migrate(conn: sqlite3.Connection) -> int:
     ``conn`` must be in autocommit mode (``isolation_level=None``): each step is wrapped in
     BEGIN IMMEDIATE so two processes opening one file cannot both run the same step.
     """
+    # Off while migrating: a step may rebuild a table others reference (it cannot be changed
+    # inside a transaction); checked before each commit instead.
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
+        return _migrate(conn)
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _migrate(conn: sqlite3.Connection) -> int:
     ran = 0
     while True:
         conn.execute("BEGIN IMMEDIATE")
@@ -150,6 +222,9 @@ def migrate(conn: sqlite3.Connection) -> int:
                 return ran
             for statement in _statements(MIGRATIONS[version]):
                 conn.execute(statement)
+            broken = conn.execute("PRAGMA foreign_key_check").fetchone()
+            if broken is not None:
+                raise StoreError(f"migration to version {version + 1} broke a reference: {broken}")
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
             ran += 1

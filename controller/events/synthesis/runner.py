@@ -108,8 +108,14 @@ class SynthesisRunner:
 def apply_links(store: EventStore, links: Sequence[LinkRequest]) -> int:
     made = 0
     for req in links:
-        source = store.find_by_key(req.from_key)
+        # The target is ours, its key names its session; the source is the real event of
+        # that session (an agent's key is unique only within its session).
         target = store.find_by_key(req.to_key)
+        source = (
+            None
+            if target is None
+            else store.find_by_key(req.from_key, target.tenant, target.host, target.session)
+        )
         if source is None or target is None:
             log.debug("link %s -> %s: an end is not stored yet", req.from_key, req.to_key)
             continue

@@ -1,0 +1,70 @@
+"""`fleet top`: one plain frame when not a terminal, and the live view in a real tmux pane
+(80x24) that follows a session working -> idle without a key press and quits on `q`."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+from test_steering import cli_json, stub, up
+
+from conftest import BIN, Fleet, wait_for
+
+
+def test_once_prints_a_table_of_the_sessions(fleet: Fleet, tmux_socket: str) -> None:
+    tenant, _, _ = up(fleet, tmux_socket, [stub("coder"), stub("reviewer")])
+    result = fleet.cli("top", "--once", "--tenant", tenant)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "\x1b[" not in out  # not a terminal: plain text, no escapes
+    header = next(line for line in out.splitlines() if "SESSION" in line)
+    assert header.split()[:4] == ["HOST", "SESSION", "STATE", "IN-STATE"]
+    for name in ("coder", "reviewer"):
+        line = next(line for line in out.splitlines() if f" {name} " in f" {line} ")
+        assert f"{tenant}/h1" in line and "idle" in line, out
+    narrowed = fleet.cli("top", "--once", "--tenant", tenant, "--state", "working")
+    assert narrowed.returncode == 0 and "coder" not in narrowed.stdout
+
+
+def _pane(socket: str, target: str) -> str:
+    return subprocess.run(
+        ["tmux", "-L", socket, "capture-pane", "-p", "-t", target],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+
+
+def test_live_view_follows_the_fleet_and_quits_on_q(fleet: Fleet, tmux_socket: str) -> None:
+    tenant, _, _ = up(fleet, tmux_socket, [stub("coder", "2.0")], heartbeat_interval_s=30.0)
+    # The viewer runs in its own tmux server (a socket of ours), an 80x24 terminal.
+    viewer = f"{tmux_socket}-top"
+    command = shlex.join([str(BIN / "fleet"), "top", "--tenant", tenant])
+    env = f"FLEET_NATS_URL={shlex.quote(fleet.nats.url)}"
+    try:
+        subprocess.run(
+            [
+                *("tmux", "-L", viewer, "-f", os.devnull, "new-session", "-d", "-s", "top"),
+                *("-x", "80", "-y", "24", f"{env} {command}; sleep 30"),
+            ],
+            check=True,
+        )
+        wait_for(
+            lambda: "coder" in _pane(viewer, "top") and "idle" in _pane(viewer, "top"),
+            what="the live view shows coder idle",
+        )
+        code, result = cli_json(fleet, "send", "coder", "the long one", "--no-verify")
+        assert code == 0, result
+        # Pushed, not polled: no key is pressed and no heartbeat comes (30 s interval).
+        wait_for(lambda: "working" in _pane(viewer, "top"), what="working shown")
+        wait_for(
+            lambda: "working" not in _pane(viewer, "top").split("events")[0],
+            timeout=20,
+            what="idle again",
+        )
+        assert all(len(line) <= 80 for line in _pane(viewer, "top").splitlines())
+        subprocess.run(["tmux", "-L", viewer, "send-keys", "-t", "top", "q"], check=True)
+        wait_for(lambda: "fleet top" not in _pane(viewer, "top"), what="top quit")
+    finally:
+        subprocess.run(["tmux", "-L", viewer, "kill-server"], capture_output=True, check=False)
