@@ -1,5 +1,11 @@
 """Heartbeats and lifecycle notices: a new boot_id each start, a monotonic seq, a jittered
-period, and the loop that publishes them."""
+period, and the loop that publishes them.
+
+A heartbeat costs what changed (issue 18): the full snapshot when the sessions differ from
+the last one sent, when a command changed them, when a controller asks (`SnapshotWanted` on
+the host's command subject) and at least every FULL_EVERY beats; otherwise a keepalive that
+names the last snapshot by its digest.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from agent.events.emitter import Connection
 from agent.events.publisher import Wakeup
-from protocol import encode, subjects
-from protocol.heartbeat import JITTER, Heartbeat, SessionSnapshot
+from protocol import DecodeError, decode, encode, subjects
+from protocol.heartbeat import (
+    FULL_EVERY,
+    JITTER,
+    Heartbeat,
+    Keepalive,
+    SessionSnapshot,
+    SnapshotWanted,
+    snapshot_digest,
+)
 from protocol.lifecycle import Lifecycle, LifecycleKind
 
 log = logging.getLogger(__name__)
@@ -39,7 +55,9 @@ class HeartbeatClock:
     boot_id: str = field(default_factory=new_boot_id)
     seq: int = 0
 
-    def next(self, sessions: list[SessionSnapshot], now: float) -> Heartbeat:
+    def next(
+        self, sessions: list[SessionSnapshot], now: float, digest: str | None = None
+    ) -> Heartbeat:
         self.seq += 1
         return Heartbeat(
             tenant=self.tenant,
@@ -50,6 +68,19 @@ class HeartbeatClock:
             interval_s=self.interval_s,
             agent_version=self.agent_version,
             sessions=sessions,
+            digest=digest,
+        )
+
+    def keepalive(self, digest: str, now: float) -> Keepalive:
+        self.seq += 1
+        return Keepalive(
+            tenant=self.tenant,
+            host=self.host,
+            boot_id=self.boot_id,
+            seq=self.seq,
+            sent_at=now,
+            interval_s=self.interval_s,
+            digest=digest,
         )
 
     def lifecycle(self, kind: LifecycleKind, now: float) -> Lifecycle:
@@ -69,17 +100,31 @@ Snapshots = Callable[[bool], Awaitable[list[SessionSnapshot]]]  # force a fresh 
 
 class Heartbeats:
     def __init__(
-        self, clock: HeartbeatClock, connection: Connection, snapshots: Snapshots, beat_now: Wakeup
+        self,
+        clock: HeartbeatClock,
+        connection: Connection,
+        snapshots: Snapshots,
+        beat_now: Wakeup,
+        full_every: int = FULL_EVERY,
     ) -> None:
         self.clock = clock
         self.connection = connection
         self.snapshots = snapshots
         self.beat_now = beat_now  # set by a command that changed the sessions: beat now
+        self.full_every = full_every  # 1: every heartbeat full, as before issue 18
+        self.full_next = True  # the next heartbeat carries the snapshot, whatever it holds
+        self._digest: str | None = None  # of the last full snapshot sent
+        self._since_full = 0  # keepalives sent since it
+        self._wanted: Subscription | None = None
+        self.sent = {"full": 0, "keepalive": 0, "wanted": 0}
 
     async def beat_forever(self) -> None:
         forced = True
         while True:
             try:
+                await self._listen()
+                if forced:
+                    self.full_next = True
                 await self.publish(await self.snapshots(forced))
             except Exception:
                 log.exception("heartbeat failed")
@@ -90,12 +135,47 @@ class Heartbeats:
         # While disconnected, a heartbeat would only sit in nats-py's buffer and arrive stale.
         if nc is None or not nc.is_connected:
             return
-        beat = self.clock.next(snapshots, time.time())
+        now = time.time()
+        digest = snapshot_digest(snapshots)
+        beat: Heartbeat | Keepalive
+        if self.full_next or digest != self._digest or self._since_full + 1 >= self.full_every:
+            beat = self.clock.next(snapshots, now, digest)
+            self._digest, self._since_full, self.full_next = digest, 0, False
+            self.sent["full"] += 1
+        else:
+            beat = self.clock.keepalive(digest, now)
+            self._since_full += 1
+            self.sent["keepalive"] += 1
         await nc.publish(subjects.heartbeat(self.clock.tenant, self.clock.host), encode(beat))
+
+    async def _listen(self) -> None:
+        """Subscribe once to the host's command subject for `SnapshotWanted`. The command
+        server subscribes to the same subject; each ignores what is not its own."""
+        nc = self.connection()
+        if self._wanted is not None or nc is None or not nc.is_connected:
+            return
+        subject = subjects.command(self.clock.tenant, self.clock.host)
+        self._wanted = await nc.subscribe(subject, cb=self._on_command_subject)
+
+    async def _on_command_subject(self, msg: Msg) -> None:
+        if not msg.data.startswith(b'{"msg":"heartbeat.want"'):
+            return  # a command, the command server's (cheap test: commands are not rare)
+        try:
+            wanted = decode(msg.data, SnapshotWanted)
+        except DecodeError as exc:
+            log.warning("refused a snapshot request: %s", exc)
+            return
+        if (wanted.tenant, wanted.host) != (self.clock.tenant, self.clock.host):
+            return
+        self.sent["wanted"] += 1
+        self.full_next = True
+        self.beat_now.set()
 
     async def lifecycle(self, kind: LifecycleKind, nc: Client | None = None) -> None:
         nc = nc or self.connection()
         if nc is None:
             return
+        if kind is not LifecycleKind.SHUTDOWN:
+            self.full_next = True  # (re)connected: a controller may have missed snapshots
         notice = self.clock.lifecycle(kind, time.time())
         await nc.publish(subjects.lifecycle(self.clock.tenant, self.clock.host), encode(notice))

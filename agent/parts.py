@@ -31,6 +31,7 @@ from agent.events.outbox import Outbox
 from agent.events.publisher import Wakeup, publish_forever
 from agent.events.runs import RunTracker
 from agent.heartbeat import HeartbeatClock, Heartbeats
+from agent.hooks.receiver import HookReceiver, deliver_signals, preparer
 from agent.uid import Identity, as_user_prefix
 from common.version import VERSION
 
@@ -69,8 +70,17 @@ def assemble(config: AgentConfig, run_as: Identity | None, connection: Connectio
     takeovers, watches = TakeoverLeases(origin, outbox, wakeup), WatchLeases()
     steering = Steering(tmux, capture.logs_dir)
     roster = Roster(c.sessions)
-    table = SessionTable(roster, runtimes)
-    launcher = Launcher(tmux, c.tenant, host, c.window_width, c.window_height)
+    # The runtimes' own word (hooks, notify, pi extension): docs/runtimes.md.
+    hooks = HookReceiver(c.state_path)
+    table = SessionTable(roster, runtimes, signals=hooks)
+    launcher = Launcher(
+        tmux,
+        c.tenant,
+        host,
+        c.window_width,
+        c.window_height,
+        prepare=preparer(c.state_path, run_as, hooks),
+    )
     supervisor = Supervisor(
         tmux, roster, launcher.launch, table.note_restart, backoff_s=c.restart_backoff_s
     )
@@ -94,6 +104,14 @@ def assemble(config: AgentConfig, run_as: Identity | None, connection: Connectio
         flow=flow,
         boot_units=BootUnits(),
         poll_interval_s=c.poll_interval_s,
+        drain_signals=hooks.drain,
+        on_signals=partial(
+            deliver_signals,
+            origin=origin,
+            runs=runs,
+            emitter=emitter,
+            acknowledge=steering.acknowledge,
+        ),
     )
     ops = Operations(
         tmux=tmux,

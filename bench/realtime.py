@@ -14,18 +14,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import time
 import uuid
 
 import nats
 
+from agent.config import AgentConfig, SessionSpec
+from agent.config import dump as dump_agent
 from bench.common import machine, summary_ms
-from bench.harness import Bench
+from bench.harness import BIN, Bench
 from bench.loadgen import Pool
 from common.natsconn import NatsSettings
 from controller.cli.client import ControllerClient
 from protocol import encode, subjects
-from protocol.api import PS, PsRequest
+from protocol.api import CMD, PS, PsRequest
+from protocol.commands import CommandRequest, Send
 from protocol.events import Event, SourceKind
 from protocol.heartbeat import Heartbeat, SessionSnapshot, SessionState
 
@@ -121,6 +125,77 @@ async def _probe(url: str, changes: int, poll_s: float, gap_s: float) -> list[fl
     return samples
 
 
+async def _stub_runs(url: str, runs: int) -> list[float]:
+    """A real stub session: for each change the agent decided (its event ts, which the snapshot
+    carries as state_since), the time until `ps` shows it. Same machine, same clock."""
+    samples: list[float] = []
+    async with ControllerClient(NatsSettings(servers=[url]), timeout=10) as client:
+
+        async def snap() -> SessionSnapshot | None:
+            reply = await client.call(PS, PsRequest(tenant=TENANT, host=PROBE))
+            return next((r.session for r in reply.rows if r.session), None)
+
+        async def until(want: SessionState, within: float = 60.0) -> SessionSnapshot:
+            deadline = time.monotonic() + within
+            for _ in range(10**9):
+                got = await snap()
+                if got is not None and got.state is want:
+                    return got
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the stub never showed {want.value}")
+                await asyncio.sleep(0.005)
+            raise AssertionError("unreachable")
+
+        await until(SessionState.IDLE)
+        for i in range(runs):
+            # Verified (the runtime's default): a prompt typed before the stub reads its input
+            # would be lost; the samples start at the agent's decision, not at the send.
+            body = Send(session="s0", text=f"run {i}")
+            result = await client.call(
+                CMD, CommandRequest(target="s0", body=body, issued_by="bench")
+            )
+            if result.outcome.value not in ("delivered", "queued", "not_verified"):
+                raise RuntimeError(f"send: {result.outcome.value}: {result.message}")
+            for want in (SessionState.WORKING, SessionState.IDLE):
+                got = await until(want)
+                samples.append(max(0.0, time.time() - (got.state_since or time.time())))
+    return samples
+
+
+def _run_stub(b: Bench, runs: int) -> list[float]:
+    socket = f"fleet-bench-{uuid.uuid4().hex[:8]}"
+    session = SessionSpec(
+        name="s0", runtime="stub", env={"FLEET_STUB_WORK_SECONDS": "2.0", "FLEET_STUB_STEPS": "2"}
+    )
+    config = AgentConfig(
+        tenant=TENANT,
+        host=PROBE,
+        nats=NatsSettings(servers=[b.url]),
+        tmux_socket=socket,
+        state_dir=str(b.tmp / "agent"),
+        heartbeat_interval_s=30.0,  # only the real-time path can show the changes
+        poll_interval_s=0.25,  # as the tests: the screen is read 4 times a second
+        allow_root=True,
+        sessions=[session],
+    )
+    path = b.tmp / "agent.toml"
+    path.write_text(dump_agent(config))
+    log = (b.tmp / "agent.log").open("ab")
+    agent = subprocess.Popen(
+        [str(BIN / "fleet-agent"), "run", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        return asyncio.run(_stub_runs(b.url, runs))
+    finally:
+        agent.terminate()  # by the pid we started
+        agent.wait(30)
+        log.close()
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.realtime", description=__doc__)
     p.add_argument("--hosts", type=int, default=20, help="simulated hosts besides the probe")
@@ -129,10 +204,22 @@ def main() -> None:
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--poll-ms", type=float, default=5.0, help="API poll period while waiting")
     p.add_argument("--gap-ms", type=float, default=50.0, help="pause between two changes")
+    p.add_argument(
+        "--stub-runs",
+        type=int,
+        default=0,
+        help="instead: a real host agent and stub session doing this many runs (2 changes each)",
+    )
     a = p.parse_args()
     out: dict[str, object] = {"machine": machine(), "hosts": a.hosts, "interval_s": a.interval}
     with Bench([TENANT], a.interval) as b:
         b.start_controller()
+        if a.stub_runs:
+            out["hosts"] = 1  # the agent's own, no simulated load
+            out["mode"] = "stub: agent decided (event ts) -> visible through ps"
+            out["state_change_to_api"] = summary_ms(_run_stub(b, a.stub_runs))
+            print(json.dumps(out, indent=2))
+            return
         pool = Pool(b.url, [TENANT], a.hosts, a.interval, a.procs) if a.hosts else None
         try:
             if pool:

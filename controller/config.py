@@ -16,7 +16,7 @@ from common.tomlout import dump_struct
 from controller.attention.rules import AttentionConfig
 from controller.events.streams import StreamSettings
 from controller.events.synthesis.engine import SynthesisConfig
-from protocol.ids import IdError, validate_tenant
+from protocol.ids import IdError, validate_id, validate_tenant
 
 
 def default_data_dir() -> Path:
@@ -45,6 +45,12 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # <data dir>/reactions.toml. No file: no rules.
     reactions_file: str = ""
     metrics_addr: str | None = None  # HOST:PORT for GET /metrics (Prometheus); off when unset
+    # One of several active-active replicas of this fleet's controller (issue 18): each its
+    # own id, data_dir and durable event consumer; empty: the only controller, as before.
+    replica: str = ""
+    # Leader election among replicas (controller/replicas/): the leader key lives this long
+    # unless renewed; a dead leader is replaced within it.
+    leader_ttl_s: float = 6.0
 
     @property
     def reactions_path(self) -> Path:
@@ -76,6 +82,12 @@ def validate(config: ControllerConfig) -> ControllerConfig:
     in_range("persist_interval_s", config.persist_interval_s, 0.1, 3600)
     in_range("restart_grace_s", config.restart_grace_s, 0, 86_400)
     in_range("page_limit", config.page_limit, 1, 100_000)
+    in_range("leader_ttl_s", config.leader_ttl_s, 1, 600)
+    if config.replica:
+        try:
+            validate_id(config.replica, "replica")
+        except IdError as exc:
+            raise ConfigError(str(exc)) from None
     if config.metrics_addr is not None:
         check_addr("metrics_addr", config.metrics_addr)
     if config.data_path.exists() and not config.data_path.is_dir():

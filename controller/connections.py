@@ -57,6 +57,13 @@ class Connections:
         headers = {"Nats-Msg-Id": event.idempotency_key or ""}
         await nc.jetstream().publish(subject, encode(event), headers=headers)
 
+    async def publish_core(self, tenant: str, subject: str, data: bytes) -> None:
+        """A plain NATS publish on the tenant's connection (a `SnapshotWanted`)."""
+        nc = self.by_tenant.get(tenant)
+        if nc is None:
+            raise RuntimeError("not connected")
+        await nc.publish(subject, data)
+
     async def replay_all(self) -> tuple[list[Event], list[float]]:
         """Every tenant's stream from its start (a store rebuild)."""
         assert self.main is not None

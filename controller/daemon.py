@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import socket
 import sqlite3
-import sys
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -33,8 +32,10 @@ from controller.config import ControllerConfig
 from controller.connections import Connections
 from controller.events.ingest import Ingest
 from controller.events.store.core import EventStore
+from controller.events.streams import durable_name
 from controller.events.synthesis.runner import SynthesisRunner
 from controller.fleet.intake import intake
+from controller.fleet.keepalive import Keepalives
 from controller.fleet.latest import Latest
 from controller.fleet.persister import Persister
 from controller.fleet.rejects import Rejects
@@ -42,10 +43,10 @@ from controller.fleet.state import FleetState, HostKey, Transition
 from controller.fleet.statedb import StateDB
 from controller.fleet.translog import HostChangeLog
 from controller.reactions.runner import Reactions
+from controller.replicas.election import Election
 from controller.reports.metrics import FleetMetrics, parse_addr, serve_metrics
 from protocol import subjects
 from protocol.events import Event
-from protocol.heartbeat import Heartbeat
 from protocol.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,23 @@ class Controller:
         )
         self.ingest_lock = anyio.Lock()  # a store rebuild pauses ingest
         self.ingest = Ingest(
-            self.store, list(config.tenants), config.streams, self._on_stored, self.state.counters
+            self.store,
+            list(config.tenants),
+            config.streams,
+            self._on_stored,
+            self.state.counters,
+            durable_name(config.replica),
+        )
+        # One of several replicas: an election decides who runs the once-only work.
+        self.election = (
+            Election(
+                config.replica, config.leader_ttl_s, config.streams.replicas, self.state.counters
+            )
+            if config.replica
+            else None
         )
         self.rejects = Rejects(self.state.counters, self.conns.publish_event)
+        self.keepalives = Keepalives(self.state, self.rejects, self.conns.publish_core)
         self.synthesis = SynthesisRunner(self.store, config.synthesis, self.conns.publish_event)
         relay = WatchRelay(self.conns.tenant, self.conns.api)
         # Real-time states, the attention queue and the live feed (docs/protocol.md).
@@ -115,10 +130,13 @@ class Controller:
             ingest_lock=self.ingest_lock,
             live=self.live,
             access=self.access,
+            election=self.election,
         )
         self.reactions = Reactions(
             config.reactions_path, self.state, self.conns.publish_event, self.commands.handle
         )
+        if self.election is not None:
+            self.reactions.leading = self.election.leading
         self._subs: list[Subscription] = []
 
     # -- life -------------------------------------------------------------------------------
@@ -134,12 +152,11 @@ class Controller:
                 install_signal_handlers=install_signal_handlers,
             )
         except* StartupError as group:  # a group also when raised before run_daemon
-            # One line and exit 2, as for a bad config: the entry points print no traceback.
+            # Unwrapped, so the entry point reports it as one line, as a bad config.
             first: BaseException = group
             while isinstance(first, BaseExceptionGroup):
                 first = first.exceptions[0]
-            sys.stderr.write(f"fleet: {first}\n")
-            raise SystemExit(2) from None
+            raise first from None
 
     async def startup(self) -> None:
         try:
@@ -151,6 +168,9 @@ class Controller:
         await anyio.to_thread.run_sync(self.store.open)
         nc = await self.conns.open()
         await self.ingest.setup(self.conns.jetstreams())
+        if self.election is not None:
+            await self.election.open(nc.jetstream())
+            await self.election.step()  # a lone replica leads from its first second
         await self.synthesis.warm()
         for tenant, tnc in self.conns.by_tenant.items():
             self._subs += [
@@ -186,6 +206,8 @@ class Controller:
             tg.start_soon(self._liveness_loop)
             tg.start_soon(self.live.run)
             tg.start_soon(self.reactions.run)
+            if self.election is not None:
+                tg.start_soon(self.election.run)
             tg.start_soon(self.persister.run, lambda: self.state)
             tg.start_soon(self.ingest.run, dict(self.conns.by_tenant), self.ingest_lock)
             await self.flags.should_exit.wait()
@@ -208,7 +230,7 @@ class Controller:
 
     # -- intake -----------------------------------------------------------------------------
     async def _on_heartbeat(self, msg: Msg) -> None:
-        hb = await intake(msg, subjects.Kind.HB, Heartbeat, self.rejects)
+        hb = await self.keepalives.intake(msg)  # a keepalive: the heartbeat it amounts to
         if hb is None:
             return
         self.metrics.observe_heartbeat(time.time() - hb.sent_at)

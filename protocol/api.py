@@ -143,6 +143,11 @@ class StatusReply(Message, frozen=True, tag="status.reply"):
     counters: dict[str, int] = {}
     # Recent latency percentiles in ms, e.g. heartbeat_lag_p50 (sent_at → processed).
     latencies_ms: dict[str, float] = {}
+    # Controller replicas (issue 18): who answered, who is up, who leads; empty/None for a
+    # controller without a replica id.
+    replica: str = ""
+    replicas: list[str] = []
+    leader: str | None = None
 
 
 class Role(str, Enum):

@@ -70,6 +70,7 @@ class AttentionAction(str, Enum):
 class AttentionActRequest(Message, frozen=True, tag="attention.act.request"):
     id: str
     action: AttentionAction
+    tenant: str | None = None  # set: only an item of this tenant (how access scopes it)
     snooze_s: Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)] = 0.0
     by: str = ""
 

@@ -1,7 +1,9 @@
-"""Host heartbeat: who is alive, since when, and a snapshot of every session."""
+"""Host heartbeat: who is alive, since when, and a snapshot of every session; or, when
+nothing changed, a keepalive naming the last snapshot by its digest (issue 18)."""
 
 from __future__ import annotations
 
+import hashlib
 from enum import Enum
 from typing import Annotated
 
@@ -15,6 +17,9 @@ SUSPECT_AFTER_INTERVALS = 3
 DOWN_AFTER_INTERVALS = 6
 DEFAULT_INTERVAL_S = 5.0
 JITTER = 0.2
+# A full snapshot goes out at least every this many heartbeats even when nothing changed, so
+# a controller that missed one (or a keepalive's digest it could not check) is never far off.
+FULL_EVERY = 12
 
 
 class SessionKind(str, Enum):
@@ -76,6 +81,15 @@ class SessionSnapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 _ID_KINDS = ("tenant", "host", "boot", "session")
+Digest = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
+_sessions_encoder = msgspec.json.Encoder()
+
+
+def snapshot_digest(sessions: list[SessionSnapshot]) -> str:
+    """What a keepalive names the snapshot by: 64 bits of BLAKE2b over its encoding (enough
+    to tell one host's successive snapshots apart; it is not a security boundary, the
+    subject check is)."""
+    return hashlib.blake2b(_sessions_encoder.encode(sessions), digest_size=8).hexdigest()
 
 
 class Heartbeat(Message, frozen=True, tag="heartbeat"):
@@ -87,9 +101,43 @@ class Heartbeat(Message, frozen=True, tag="heartbeat"):
     interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)]
     agent_version: str
     sessions: list[SessionSnapshot] = []
+    # `snapshot_digest(sessions)`, which later keepalives name; None from agents that send
+    # only full heartbeats (before issue 18), which never send a keepalive either.
+    digest: Digest | None = None
 
     def __post_init__(self) -> None:
         # Runs on decode too, where msgspec turns the IdError into a validation error.
         check_ids(
             [self.tenant, self.host, self.boot_id, *[s.name for s in self.sessions]], _ID_KINDS
         )
+
+
+class Keepalive(Message, frozen=True, tag="heartbeat.keepalive"):
+    """A heartbeat that says: alive, and the sessions are still the snapshot named
+    ``digest``. For liveness it counts exactly as a heartbeat (DESIGN.md); a controller
+    that holds another digest asks for a full one (``SnapshotWanted``)."""
+
+    tenant: BulkId
+    host: BulkId
+    boot_id: BulkId
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    sent_at: float
+    interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)]
+    digest: Digest
+
+    def __post_init__(self) -> None:
+        check_ids([self.tenant, self.host, self.boot_id], _ID_KINDS)
+
+
+# What arrives on a heartbeat subject; old agents send only the first (schema_version 1).
+HostBeat = Heartbeat | Keepalive
+
+
+class SnapshotWanted(Message, frozen=True, tag="heartbeat.want"):
+    """Controller → host agent, published on the host's command subject with no reply
+    wanted: send a full heartbeat now. The answer is that heartbeat, which every controller
+    replica receives. The command server ignores it (it is not a `command`)."""
+
+    tenant: BulkId
+    host: BulkId
+    reason: Annotated[str, msgspec.Meta(max_length=200)] = ""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 
@@ -35,6 +37,8 @@ class Discovery:
         flow: EventFlow,
         boot_units: BootUnits,
         poll_interval_s: float,
+        drain_signals: Callable[[], list[Any]] | None = None,
+        on_signals: Callable[[list[Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.tmux = tmux
         self.roster = roster
@@ -43,6 +47,10 @@ class Discovery:
         self.flow = flow
         self.boot_units = boot_units
         self.poll_interval_s = poll_interval_s
+        # The runtimes' own signals (agent/hooks): read before the table decides states,
+        # delivered before the screen's changes so a run keeps the runtime's id.
+        self.drain_signals = drain_signals
+        self.on_signals = on_signals
         # Held for a whole pass; `spawn` takes it so no pass sees a roster entry without its pane.
         self.lock = anyio.Lock()
         self.snapshots: list[SessionSnapshot] = []
@@ -73,7 +81,10 @@ class Discovery:
                 boot[spec.name] = await self.boot_units.state(spec.unit)
             now = time.time()
             await self.supervisor.reconcile(panes, now)
+            signals = self.drain_signals() if self.drain_signals else []
             snapshots, changes = self.table.update(panes, procs, screens, boot, now)
+            if signals and self.on_signals is not None:
+                await self.on_signals(signals)
             self.snapshots = snapshots
             self._refreshed_at = time.monotonic()
             skipped = self.table.skipped_names

@@ -29,6 +29,10 @@ class _Restart:
 
 
 Launch = Callable[[SessionSpec], Awaitable[None]]
+# Adds what a runtime's own signals need to a launch: (spec, command, env) -> both.
+Prepare = Callable[
+    [SessionSpec, str | list[str], dict[str, str]], tuple[str | list[str], dict[str, str]]
+]
 
 
 def default_command(spec: SessionSpec) -> str | list[str] | None:
@@ -45,8 +49,17 @@ def default_command(spec: SessionSpec) -> str | list[str] | None:
 class Launcher:
     """Starts a roster session in its own tmux session, with the fleet's variables set."""
 
-    def __init__(self, tmux: Tmux, tenant: str, host: str, width: int, height: int) -> None:
+    def __init__(
+        self,
+        tmux: Tmux,
+        tenant: str,
+        host: str,
+        width: int,
+        height: int,
+        prepare: Prepare | None = None,
+    ) -> None:
         self.tmux = tmux
+        self.prepare = prepare  # the hooks' wiring (agent/hooks/wiring.py)
         self.tenant = tenant
         self.host = host
         self.width = width
@@ -56,9 +69,12 @@ class Launcher:
         log.info("launching session %s (%s)", spec.name, spec.runtime)
         fleet = {"FLEET_TENANT": self.tenant, "FLEET_HOST": self.host, "FLEET_SESSION": spec.name}
         env = session_env(fleet, spec.env_file, spec.env, session=spec.name)
+        command = default_command(spec)
+        if self.prepare is not None and command is not None:
+            command, env = self.prepare(spec, command, env)
         await self.tmux.new_session(
             spec.name,
-            default_command(spec),
+            command,
             cwd=spec.cwd,
             env=env,
             width=self.width,

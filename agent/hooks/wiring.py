@@ -130,6 +130,18 @@ def hook_launch_args(
     return HookLaunch()
 
 
+def runs(runtime: str, command: str | Sequence[str]) -> bool:
+    """Whether `command` starts the runtime's own CLI (by the name of its first word)."""
+    if isinstance(command, str):
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            return False
+    else:
+        words = list(command)
+    return bool(words) and os.path.basename(words[0]) == runtime
+
+
 def with_args(command: str | Sequence[str], extra: Sequence[str]) -> str | list[str]:
     """`command` with `extra` appended: to the argv, or shell-quoted to the shell string."""
     if not extra:
@@ -149,9 +161,12 @@ def wire(
 ) -> tuple[str | list[str], dict[str, str]]:
     """The launch of one session with its runtime's hooks: (command, env), files written.
 
-    A roster session opts out with `env.FLEET_HOOKS = "off"` (e.g. when `command` is a
-    wrapper script that does not pass extra arguments on to the runtime)."""
-    if env.get("FLEET_HOOKS", "").lower() in ("off", "0", "no", "false"):
+    Wired only when the command runs the runtime itself (its first word is named like it:
+    `claude`, `/…/.bin/codex`): a wrapper script or another program would get arguments it
+    does not know. `env.FLEET_HOOKS = "on"` forces it (a wrapper that passes its arguments
+    on), `"off"` turns it off."""
+    switch = env.get("FLEET_HOOKS", "").lower()
+    if switch in ("off", "0", "no", "false") or (switch != "on" and not runs(runtime, command)):
         return (command if isinstance(command, str) else list(command)), dict(env)
     wiring = hook_launch_args(runtime, session, state_dir, env=env)
     if not wiring.argv:

@@ -34,6 +34,7 @@ from protocol.api import (
     Role,
     StatusReply,
 )
+from protocol.attention import FeedRequest
 from protocol.commands import CommandRequest, CommandResult, Outcome, Release
 from protocol.events_api import EventShowReply, EventsReply
 
@@ -137,6 +138,12 @@ def admit(caller: Caller, verb: str, request: Any) -> Any:
         )
     if isinstance(request, CommandRequest):
         return _admit_command(caller, request)
+    if (
+        isinstance(request, FeedRequest)
+        and caller.proven
+        and not request.deliver.startswith(cli_inbox(caller.name) + ".")
+    ):
+        return forbidden(f"live updates go to {caller.name}'s own inbox only")
     if _foreign_deliver(caller, request):
         return forbidden(f"streams go to {caller.name}'s own inbox only")
     if caller.tenants is None or "tenant" not in type(request).__struct_fields__:

@@ -29,10 +29,14 @@ class AttentionApi:
         )
 
     async def act(self, req: AttentionActRequest) -> AttentionActReply | ApiError:
+        missing = ApiError(code=ErrorCode.NOT_FOUND, message=f"no attention item {req.id!r}")
+        item = self.live.queue.items.get(req.id)
+        if item is None or (req.tenant is not None and item.cond.tenant != req.tenant):
+            return missing  # another tenant's item is none of the caller's business
         try:
             change = self.live.queue.act(req.id, req.action, req.snooze_s, req.by)
         except UnknownItem:
-            return ApiError(code=ErrorCode.NOT_FOUND, message=f"no attention item {req.id!r}")
+            return missing
         await self.live.changed([change])
         return AttentionActReply(item=change.item)
 

@@ -22,6 +22,7 @@ from controller.events.synthesis.runner import relink
 from controller.fleet.latest import Latest
 from controller.fleet.state import FleetState
 from controller.fleet.statedb import StateDB
+from controller.replicas.election import Election
 from controller.reports.metrics import FleetMetrics
 from protocol import api
 from protocol.api import ApiVerb
@@ -40,8 +41,10 @@ def controller_api(
     ingest_lock: anyio.Lock,
     live: LiveFleet,
     access: Access | None = None,
+    election: Election | None = None,
 ) -> ApiService:
     fleet = FleetApi(state, heartbeats, store, metrics.recent, config.tenants, config.page_limit)
+    fleet.election = election
     events = EventsApi(
         store,
         conns.replay_all,

@@ -25,6 +25,7 @@ from controller.attention.rules import (
 from controller.events.system import Publish, system_event
 from controller.fleet.intake import state_intake
 from controller.fleet.state import FleetState, HostKey, Transition
+from protocol.api import HostState
 from protocol.attention import AttentionChanged, FeedEvent, HostDelta, SessionDelta
 from protocol.events import Event, EventLink, LinkType, Severity
 from protocol.heartbeat import SessionState
@@ -154,7 +155,8 @@ class LiveFleet:
                 else c
                 for c in conds
             ]
-        await self.changed(self.queue.observe_host(entry.tenant, entry.host, conds))
+        why = "host stopped on purpose" if entry.state is HostState.STOPPED else None
+        await self.changed(self.queue.observe_host(entry.tenant, entry.host, conds, why))
 
     async def changed(self, changes: list[Change]) -> None:
         for change in changes:

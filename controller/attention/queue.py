@@ -96,8 +96,11 @@ class AttentionQueue:
             self._by_cause.setdefault(cond.cause, set()).add(item_id)
         return Change(item.wire(), "opened")
 
-    def observe_host(self, tenant: str, host: str, conds: Iterable[Condition]) -> list[Change]:
-        """A scan of one host: open what appeared, resolve what ended."""
+    def observe_host(
+        self, tenant: str, host: str, conds: Iterable[Condition], why: str | None = None
+    ) -> list[Change]:
+        """A scan of one host: open what appeared, resolve what ended (``why``: one reason
+        for all of them, else each kind's own)."""
         changes = []
         keys = set()
         for cond in conds:
@@ -108,7 +111,7 @@ class AttentionQueue:
         for item_id in list(self._by_host.get((tenant, host), ())):
             item = self.items[item_id]
             if item.cond.key not in keys:
-                changes.append(self.resolve(item_id, RESOLUTIONS[item.cond.kind]))
+                changes.append(self.resolve(item_id, why or RESOLUTIONS[item.cond.kind]))
         return changes
 
     def resolve(self, item_id: str, reason: str) -> Change:

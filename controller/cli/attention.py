@@ -110,10 +110,22 @@ def attention(
     console.print(f"\n{reply.open} open" + (f", {len(reply.items)} listed" if all_items else ""))
 
 
+TenantOpt = Annotated[
+    str | None, typer.Option(help="the item's tenant (an operator of several tenants names it)")
+]
+
+
 def _act(
-    item_id: str, action: AttentionAction, snooze_s: float, json_out: bool, url: str | None
+    item_id: str,
+    action: AttentionAction,
+    snooze_s: float,
+    tenant: str | None,
+    json_out: bool,
+    url: str | None,
 ) -> None:
-    request = AttentionActRequest(id=item_id, action=action, snooze_s=snooze_s, by=who())
+    request = AttentionActRequest(
+        id=item_id, tenant=tenant, action=action, snooze_s=snooze_s, by=who()
+    )
 
     async def call(client: ControllerClient) -> AttentionActReply:
         return await client.call(api.ATTENTION_ACT, request)
@@ -131,22 +143,24 @@ def _act(
 @attention_app.command()
 def ack(
     item_id: Annotated[str, typer.Argument(metavar="ID")],
+    tenant: TenantOpt = None,
     json_out: JsonOpt = False,
     nats_url: NatsOpt = None,
 ) -> None:
     """Mark an item seen: it leaves the list and stays until its condition ends."""
-    _act(item_id, AttentionAction.ACK, 0.0, json_out, nats_url)
+    _act(item_id, AttentionAction.ACK, 0.0, tenant, json_out, nats_url)
 
 
 @attention_app.command()
 def snooze(
     item_id: Annotated[str, typer.Argument(metavar="ID")],
     duration: Annotated[str, typer.Argument(help="30m, 2h, 1d, 90s (a bare number: minutes)")],
+    tenant: TenantOpt = None,
     json_out: JsonOpt = False,
     nats_url: NatsOpt = None,
 ) -> None:
     """Hide an item for a while; it comes back if its condition still holds."""
-    _act(item_id, AttentionAction.SNOOZE, parse_duration(duration), json_out, nats_url)
+    _act(item_id, AttentionAction.SNOOZE, parse_duration(duration), tenant, json_out, nats_url)
 
 
 def register(app: typer.Typer) -> None:

@@ -84,7 +84,7 @@ def controller_run(
 ) -> None:
     """Run the controller daemon."""
     from controller.config import ConfigError, load
-    from controller.daemon import Controller
+    from controller.daemon import Controller, StartupError
 
     setup_logging(log_level)
     try:
@@ -94,7 +94,10 @@ def controller_run(
     if metrics_addr:
         cfg = msgspec.structs.replace(cfg, metrics_addr=metrics_addr)
     tune_gc()
-    anyio.run(Controller(cfg).serve)
+    try:
+        anyio.run(Controller(cfg).serve)
+    except StartupError as exc:  # metrics port taken, data_dir unusable: one line, exit 2
+        fail(str(exc))
 
 
 def tune_gc() -> None:

@@ -86,6 +86,9 @@ def status(json_out: JsonOpt = False, nats_url: NatsOpt = None) -> None:
         f"controller {reply.controller_version}, tenants {', '.join(reply.tenants)}, "
         f"{reply.hosts} hosts"
     )
+    if reply.replica:
+        others = ", ".join(r + (" (leader)" if r == reply.leader else "") for r in reply.replicas)
+        console.print(f"replica {reply.replica} answered; replicas: {others or 'none heard'}")
     for name, value in sorted(reply.counters.items()):
         console.print(f"  {name}: {value}")
 

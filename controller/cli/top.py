@@ -4,7 +4,7 @@ A first listing (`ps`, `attention.list`), then the controller pushes every chang
 states as they happen, host changes, events, attention items) to a subject in our own inbox
 while we renew the feed every 2 s; one full listing every 15 s brings what only heartbeats
 carry (flags, new sessions). No poll per row. Drawn with rich's ``Live`` (already a
-dependency; docs/operations.md says why not Textual). Not a TTY, or ``--once``: plain tables,
+dependency; docs/architecture.md says why not Textual). Not a TTY, or ``--once``: plain tables,
 one frame (``--once``) or one every ``--interval`` seconds.
 """
 
@@ -16,6 +16,7 @@ import termios
 import time
 import tty
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated
 
 import anyio
@@ -26,6 +27,7 @@ from rich.live import Live
 
 from controller.cli.client import ControllerClient
 from controller.cli.common import NatsOpt, run_client
+from controller.cli.top_keys import KeyLoop
 from controller.cli.top_view import Filters, TopModel, frame
 from protocol import DecodeError, api, decode
 from protocol.api import PsRequest, PsRow
@@ -66,14 +68,9 @@ def cbreak() -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-async def _keys(quit_: anyio.Event) -> None:
-    while not quit_.is_set():
-        key = await anyio.to_thread.run_sync(sys.stdin.read, 1, abandon_on_cancel=True)
-        if key in ("q", "Q", "\x03", ""):
-            quit_.set()
-
-
-async def _live(client: ControllerClient, filters: Filters, console: Console) -> None:
+async def _live(
+    client: ControllerClient, filters: Filters, console: Console, env: dict[str, str]
+) -> None:
     model = TopModel(filters=filters)
     deliver = client.nc.new_inbox()
     sub = await client.nc.subscribe(deliver)
@@ -102,18 +99,36 @@ async def _live(client: ControllerClient, filters: Filters, console: Console) ->
             if model.apply(message):
                 dirty.set()
 
+    paused = False
+
+    def moved(delta: int) -> None:
+        model.move(delta)
+        dirty.set()
+
     with cbreak(), Live(console=console, screen=True, auto_refresh=False) as live:
+
+        def pause(on: bool) -> None:  # an action runs a command in the terminal meanwhile
+            nonlocal paused
+            paused = on
+            live.stop() if on else live.start()
+            dirty.set()
+
+        keys = KeyLoop(model.target, moved, pause, quit_.set, env)
         async with anyio.create_task_group() as tg:
             tg.start_soon(renew)
             tg.start_soon(follow)
-            tg.start_soon(_keys, quit_)
-            while not quit_.is_set():
-                live.update(frame(model, time.time(), console.size.height), refresh=True)
-                with anyio.move_on_after(1.0):  # time in state moves even when nothing else does
-                    await dirty.wait()
-                dirty = anyio.Event()
-                await anyio.sleep(REDRAW_S)
-            tg.cancel_scope.cancel()
+            tg.start_soon(partial(anyio.to_thread.run_sync, keys.run, abandon_on_cancel=True))
+            try:
+                while not quit_.is_set():
+                    if not paused:
+                        live.update(frame(model, time.time(), console.size.height), refresh=True)
+                    with anyio.move_on_after(1.0):  # time in state moves on its own
+                        await dirty.wait()
+                    dirty = anyio.Event()
+                    await anyio.sleep(REDRAW_S)
+            finally:
+                keys.stop.set()
+                tg.cancel_scope.cancel()
 
 
 def top(
@@ -132,7 +147,8 @@ def top(
     filters = Filters(tenant=tenant, host=host, state=state)
     console = Console(highlight=False)
     if not once and console.is_terminal and sys.stdin.isatty():
-        run_client(lambda c: _live(c, filters, console), nats_url, deadline=None)
+        env = {"FLEET_NATS_URL": nats_url} if nats_url else {}
+        run_client(lambda c: _live(c, filters, console, env), nats_url, deadline=None)
         return
 
     async def frames(client: ControllerClient) -> None:

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from controller.cli.attention import attention_table
 from controller.cli.render import age
+from controller.cli.top_keys import KEYS_HELP
 from protocol.api import PsRow
 from protocol.attention import (
     AttentionChanged,
@@ -58,6 +59,25 @@ class TopModel:
     attention: dict[str, AttentionItem] = field(default_factory=dict)
     events: deque[FeedEvent] = field(default_factory=lambda: deque(maxlen=50))
     updates: int = 0  # pushed updates applied (shown, so a live view visibly moves)
+    selected: int = 0  # index into visible(), the row the keys act on
+
+    def visible(self) -> list[Row]:
+        want = self.filters.state
+        rows = sorted(self.rows.values(), key=lambda r: (r.tenant, r.host, r.session or ""))
+        return [
+            r for r in rows if want is None or want in (r.state, self.hosts.get((r.tenant, r.host)))
+        ]
+
+    def move(self, delta: int) -> None:
+        self.selected = max(0, min(len(self.rows) - 1, self.selected + delta))
+
+    def target(self) -> str | None:
+        """TENANT/HOST/SESSION of the selected row, if it is a session."""
+        rows = self.visible()
+        if not rows:
+            return None
+        r = rows[min(self.selected, len(rows) - 1)]
+        return f"{r.tenant}/{r.host}/{r.session}" if r.session else None
 
     def load(self, rows: list[PsRow], items: list[AttentionItem]) -> None:
         """A full listing: replaces what was known (pushed updates since then follow it)."""
@@ -102,17 +122,15 @@ class TopModel:
         return True
 
 
-def _sessions_table(model: TopModel, now: float, limit: int) -> tuple[Table, int]:
+def _sessions_table(model: TopModel, now: float, limit: int, live: bool) -> tuple[Table, int]:
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
     for col in ("HOST", "SESSION", "STATE", "IN-STATE", "HOST-ST", "FLAGS"):
         table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=28)
     shown = 0
-    want = model.filters.state
-    rows = sorted(model.rows.values(), key=lambda r: (r.tenant, r.host, r.session or ""))
-    kept = [
-        r for r in rows if want is None or want in (r.state, model.hosts.get((r.tenant, r.host)))
-    ]
-    for r in kept[:limit]:
+    kept = model.visible()
+    selected = min(model.selected, len(kept) - 1) if live else -1
+    first = max(0, selected - limit + 1)  # the selection stays on screen
+    for i, r in enumerate(kept[first : first + limit], start=first):
         host_state = model.hosts.get((r.tenant, r.host), "?")
         style = _STATE_STYLE.get(r.state, "")
         table.add_row(
@@ -122,6 +140,7 @@ def _sessions_table(model: TopModel, now: float, limit: int) -> tuple[Table, int
             age(max(0.0, now - r.since)) if r.since else "-",
             host_state if host_state == "ok" else f"[red]{host_state}[/]",
             f"[red]{' '.join(r.flags)}[/]" if r.flags else "",
+            style="reverse" if i == selected else None,
         )
         shown += 1
     return table, len(kept) - shown
@@ -147,7 +166,6 @@ def frame(model: TopModel, now: float, height: int = 24, live: bool = True) -> R
     head = Text.from_markup(
         f"[bold]fleet top[/]  {len(model.hosts)} hosts ({down} not ok)  "
         f"{len(model.rows)} rows: {counts}  [bold]{len(items)} need attention[/]"
-        + ("  q quits" if live else "")
     )
     parts: list[RenderableType] = [head]
     used = 2
@@ -156,12 +174,14 @@ def frame(model: TopModel, now: float, height: int = 24, live: bool = True) -> R
         parts.append(attention_table(shown, now, wide=False))
         used += len(shown) + 1
     event_rows = min(EVENT_ROWS, len(model.events)) if live else 0
-    budget = max(3, height - used - (event_rows + 2 if event_rows else 0) - 2)
-    table, more = _sessions_table(model, now, budget)
+    budget = max(3, height - used - (event_rows + 2 if event_rows else 0) - (3 if live else 2))
+    table, more = _sessions_table(model, now, budget, live)
     parts.append(table)
     if more:
         parts.append(Text(f"… {more} more rows (--tenant/--host/--state to narrow)"))
     if event_rows:
         parts.append(Text.from_markup("[bold]events[/]"))
         parts.append(_events_table(model, event_rows))
+    if live:
+        parts.append(Text(KEYS_HELP, style="dim"))
     return Group(*parts)

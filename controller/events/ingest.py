@@ -130,6 +130,7 @@ class Ingest:
     settings: StreamSettings
     on_stored: StoredHook | None = None
     counters: dict[str, int] | None = None
+    durable: str = DURABLE  # this replica's consumer (streams.durable_name)
 
     def count(self, name: str, n: int = 1) -> None:
         if self.counters is not None:
@@ -147,8 +148,8 @@ class Ingest:
     async def _consume(self, nc: Client, tenant: str, pause: anyio.Lock) -> None:
         stream = subjects.event_stream_name(tenant)
         js = nc.jetstream()
-        await ensure_consumer(js, tenant)
-        pull = BatchPull(nc, stream, DURABLE)
+        await ensure_consumer(js, tenant, durable=self.durable)
+        pull = BatchPull(nc, stream, self.durable)
         await pull.start()
         # Three stages, each a task, so one batch's insert (a worker thread) overlaps the
         # fetch and decode of the next and the synthesis and ack of the one before. Acks stay
@@ -178,7 +179,7 @@ class Ingest:
                     if expected and first != expected:
                         # Deliveries we never saw (lost in a reconnect): acking past them
                         # would ack them unread. This batch comes again after the floor.
-                        await ensure_consumer(js, tenant, resume=True)
+                        await ensure_consumer(js, tenant, resume=True, durable=self.durable)
                         expected = 0
                         continue
                     if msgs:

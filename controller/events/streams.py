@@ -26,6 +26,15 @@ from protocol.limits import PAYLOAD_LIMITS
 log = logging.getLogger(__name__)
 
 DURABLE = "fleet-store"
+
+
+def durable_name(replica: str = "") -> str:
+    """The store's durable consumer of one controller replica: every replica keeps the whole
+    event store, so each reads the whole stream with its own consumer and ack floor (issue
+    18). The only controller (no replica id) keeps the name it always had."""
+    return f"{DURABLE}-{replica}" if replica else DURABLE
+
+
 # Messages per pull request; the consumer lets ten batches be out unacked at once.
 FETCH_BATCH = 500
 
@@ -51,9 +60,9 @@ def stream_config(tenant: str, settings: StreamSettings) -> StreamConfig:
     )
 
 
-def _consumer_config(tenant: str, start_seq: int = 0) -> ConsumerConfig:
+def _consumer_config(tenant: str, start_seq: int = 0, durable: str = DURABLE) -> ConsumerConfig:
     return ConsumerConfig(
-        durable_name=DURABLE,
+        durable_name=durable,
         filter_subject=subjects.all_events(tenant),
         ack_policy=AckPolicy.ALL,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_seq else DeliverPolicy.ALL,
@@ -64,7 +73,9 @@ def _consumer_config(tenant: str, start_seq: int = 0) -> ConsumerConfig:
     )
 
 
-async def ensure_consumer(js: JetStreamContext, tenant: str, resume: bool = False) -> None:
+async def ensure_consumer(
+    js: JetStreamContext, tenant: str, resume: bool = False, durable: str = DURABLE
+) -> None:
     """The store's durable consumer on the tenant's stream, ready to deliver everything not
     yet acked, first.
 
@@ -73,25 +84,27 @@ async def ensure_consumer(js: JetStreamContext, tenant: str, resume: bool = Fals
     acked would be acked unread by the next ack, and missing from the store. So when the
     consumer holds such messages (on start), or ``resume`` says deliveries were missed, it is
     made again from just after its ack floor: those messages come first, and what the store
-    already holds it drops as duplicates. One controller consumes a tenant's stream.
+    already holds it drops as duplicates. One controller replica reads through each
+    durable consumer (``durable``, see `durable_name`).
     """
     stream = subjects.event_stream_name(tenant)
     try:
-        info = await js.consumer_info(stream, DURABLE)
+        info = await js.consumer_info(stream, durable)
     except NotFoundError:
-        await js.add_consumer(stream, _consumer_config(tenant))
+        await js.add_consumer(stream, _consumer_config(tenant, durable=durable))
         return
     if not resume and not info.num_ack_pending:
         return
     floor = info.ack_floor.stream_seq if info.ack_floor else 0
     log.warning(
-        "events of %s: %s delivered but not acked; redelivering from stream seq %d",
+        "events of %s (%s): %s delivered but not acked; redelivering from stream seq %d",
         tenant,
+        durable,
         info.num_ack_pending,
         floor + 1,
     )
-    await js.delete_consumer(stream, DURABLE)
-    await js.add_consumer(stream, _consumer_config(tenant, floor + 1))
+    await js.delete_consumer(stream, durable)
+    await js.add_consumer(stream, _consumer_config(tenant, floor + 1, durable))
 
 
 async def ensure_stream(js: JetStreamContext, tenant: str, settings: StreamSettings) -> None:

@@ -1,9 +1,10 @@
 """Heartbeats waiting to be processed: the newest per subject, oldest-waiting host first.
 
 A heartbeat is a snapshot, so a newer one from the same host supersedes an older one still
-waiting. The subscription only parks messages here (one dict store), one task processes
-them. A controller that falls behind (a start-up storm of 50,000 hosts, a burst, a loaded
-box) then works through each host's newest heartbeat once per pass, instead of through a
+waiting (but a keepalive never supersedes a full one: it names that very snapshot). The
+subscription only parks messages here (one dict store), one task processes them. A
+controller that falls behind (a start-up storm of 50,000 hosts, a burst, a loaded box) then
+works through each host's newest heartbeat once per pass, instead of through a
 queue that grows until nats-server cuts it off as a slow consumer and the heartbeats lost
 meanwhile make healthy hosts suspect (docs/benchmarks.md). What it has to keep up with is
 hosts per suspect window (3 intervals), not every heartbeat sent.
@@ -23,6 +24,8 @@ import anyio.lowlevel
 from nats.aio.msg import Msg
 
 log = logging.getLogger(__name__)
+
+KEEPALIVE_PREFIX = b'{"msg":"heartbeat.keepalive"'  # msgspec writes the tag first
 
 # Processing yields to the socket reader at least this often. One turn of the reader takes
 # what one socket read brings (asyncio reads up to 256 KiB: ~85 heartbeats). Processing a
@@ -79,8 +82,13 @@ class Latest:
 
     async def park(self, msg: Msg) -> None:
         """The subscription's callback."""
-        if msg.subject in self._waiting:
+        old = self._waiting.get(msg.subject)
+        if old is not None:
             self.superseded += 1  # keeps its place in line, with the newer content
+            # A keepalive says "still the snapshot I sent": a full heartbeat still waiting is
+            # that snapshot, so it stays (for liveness either one does).
+            if msg.data.startswith(KEEPALIVE_PREFIX) and not old.data.startswith(KEEPALIVE_PREFIX):
+                return
         self._waiting[msg.subject] = msg
         self._ready.set()
 

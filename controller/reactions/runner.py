@@ -57,6 +57,10 @@ class Reactions:
         self._mtime: float | None = None
         self._jobs: deque[Event | Decision] = deque()  # events to record, actions to run
         self._wake = anyio.Event()
+        # Replicas (issue 18): actions run only where this says so, asked right before each
+        # (the fence: controller/replicas/election.py). Decisions are recorded everywhere,
+        # under keys that make the copies one event.
+        self.leading: Callable[[], Awaitable[bool]] | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -153,6 +157,8 @@ class Reactions:
                 try:
                     if isinstance(job, Event):
                         await self.publish(job)
+                    elif self.leading is not None and not await self.leading():
+                        self.count("reaction_actions_not_leader")
                     elif job.rule is not None and job.rule.action is Action.NOTIFY:
                         await self._notify(job)
                     elif job.rule is not None:

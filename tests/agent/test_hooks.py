@@ -246,3 +246,13 @@ def test_wire_adds_args_env_and_files_unless_the_roster_opts_out(tmp_path: Path)
     assert env["PATH"] == "/x" and env["FLEET_HOOK_RUNTIME"] == "claude"
     off = {"FLEET_HOOKS": "off"}
     assert wire("claude", "s2", tmp_path, "claude", off) == ("claude", off)
+    # Not the runtime's own CLI (a stub, a wrapper): no arguments it would not know...
+    stub = [sys.executable, "-m", "agent", "stub"]
+    assert wire("claude", "s3", tmp_path, stub, {}) == (stub, {})
+    assert wire("codex", "s3", tmp_path, "my-wrapper --x", {})[0] == "my-wrapper --x"
+    # ...unless the roster says the wrapper passes them on.
+    command, _ = wire("pi", "s4", tmp_path, "my-wrapper", {"FLEET_HOOKS": "on"})
+    assert str(command).startswith("my-wrapper -e ")
+    assert wire("codex", "s5", tmp_path, "/opt/x/.bin/codex --no-daemon", {})[0] != (
+        "/opt/x/.bin/codex --no-daemon"
+    )

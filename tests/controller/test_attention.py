@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from typing import Any
 
 from test_steering import cli_json, events, screen, stub, up
 
 from conftest import Fleet, wait_for
 from controller.attention.queue import AttentionQueue
-from controller.attention.rules import event_condition
+from controller.attention.rules import AttentionConfig, event_condition, host_conditions
+from controller.fleet.state import FleetState
 from protocol.attention import AttentionAction, AttentionKind, ItemState
 from protocol.events import Event, Severity
+from protocol.heartbeat import Heartbeat, SessionSnapshot, SessionState
 
 
 def items(fleet: Fleet, tenant: str, *args: str) -> list[dict[str, Any]]:
@@ -170,3 +173,33 @@ def test_queue_order_ack_snooze_and_resolution() -> None:
     [done] = queue.resolve_caused_by(["k1"], "run.completed")
     assert done.item.state is ItemState.RESOLVED and done.item.resolution
     assert [i.id for i in queue.listing(include_all=True)] == [risky.item.id, warn.item.id]
+
+
+def test_stuck_is_working_with_no_output_for_the_runtimes_limit() -> None:
+    state = FleetState()
+    now = time.time()
+    snap = SessionSnapshot(
+        name="s",
+        runtime_configured="stub",
+        runtime_observed="stub",
+        state=SessionState.WORKING,
+        state_since=now - 900,
+        last_output_at=now - 120,
+    )
+    hb = Heartbeat(
+        tenant="t",
+        host="h",
+        boot_id="b",
+        seq=1,
+        sent_at=now,
+        interval_s=5.0,
+        agent_version="x",
+        sessions=[snap],
+    )
+    state.on_heartbeat(hb)
+    entry = state.hosts[("t", "h")]
+    kinds = lambda config: [c.kind for c in host_conditions(entry, now, config)]  # noqa: E731
+    assert kinds(AttentionConfig()) == []  # 2 minutes silent: under the 10-minute default
+    stub_limit = AttentionConfig(stuck_after_s_by_runtime={"stub": 60.0})
+    assert kinds(stub_limit) == [AttentionKind.STUCK]
+    assert kinds(AttentionConfig(stuck_after_s_by_runtime={"claude": 60.0})) == []

@@ -156,7 +156,7 @@ def test_out_of_range_api_inputs_are_bad_request(fleet: Fleet) -> None:
     async def main() -> list[tuple[str, object]]:
         nc = await nats.connect(fleet.nats.url)
         try:
-            out = []
+            out: list[tuple[str, object]] = []
             for subject, bodies in requests.items():
                 for body in bodies:
                     msg = await nc.request(subject, body.encode(), timeout=10)

@@ -75,7 +75,7 @@ async def test_the_controller_does_not_judge_a_host_whose_heartbeat_it_holds(tmp
     judged: list[Transition] = []
     silent_suspect = anyio.Event()
 
-    def record(transition: Transition | None) -> None:
+    async def record(transition: Transition | None) -> None:
         if transition is not None:
             judged.append(transition)
             if transition.host == "silent":

@@ -27,6 +27,20 @@ def test_once_prints_a_table_of_the_sessions(fleet: Fleet, tmux_socket: str) -> 
     assert narrowed.returncode == 0 and "coder" not in narrowed.stdout
 
 
+def keys(socket: str, *names: str) -> None:
+    for name in names:
+        subprocess.run(["tmux", "-L", socket, "send-keys", "-t", "top", name], check=True)
+
+
+def _command(socket: str) -> str:
+    return subprocess.run(
+        ["tmux", "-L", socket, "display", "-p", "-t", "top", "#{pane_current_command}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
 def _pane(socket: str, target: str) -> str:
     return subprocess.run(
         ["tmux", "-L", socket, "capture-pane", "-p", "-t", target],
@@ -64,7 +78,17 @@ def test_live_view_follows_the_fleet_and_quits_on_q(fleet: Fleet, tmux_socket: s
             what="idle again",
         )
         assert all(len(line) <= 80 for line in _pane(viewer, "top").splitlines())
-        subprocess.run(["tmux", "-L", viewer, "send-keys", "-t", "top", "q"], check=True)
-        wait_for(lambda: "fleet top" not in _pane(viewer, "top"), what="top quit")
+        # `e` on the selected session runs `fleet explain` in the terminal; Enter comes back.
+        keys(viewer, "j", "e")
+        wait_for(lambda: "back to fleet top" in _pane(viewer, "top"), what="explain shown")
+        shown = _pane(viewer, "top")
+        assert f"fleet explain {tenant}/h1/coder" in shown and "prompt" in shown, shown
+        keys(viewer, "Enter")
+        wait_for(lambda: "fleet top" in _pane(viewer, "top").splitlines()[0], what="view back")
+        keys(viewer, "q")
+        # The view's screen is gone (the terminal shows what was there before it, explain's
+        # output), and the process has ended: the shell runs the `sleep` after it.
+        wait_for(lambda: "need attention" not in _pane(viewer, "top"), what="top quit")
+        wait_for(lambda: _command(viewer) == "sleep", what="fleet top exited")
     finally:
         subprocess.run(["tmux", "-L", viewer, "kill-server"], capture_output=True, check=False)

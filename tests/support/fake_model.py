@@ -155,7 +155,10 @@ def anthropic_prompt(body: dict[str, Any]) -> tuple[str, bool]:
         last = messages[-1]
         content = last.get("content")
         if last.get("role") == "user" and isinstance(content, list):
-            after_tool = any(
+            # A tool result with the operator's next prompt beside it (Claude sends both after
+            # an interrupted tool call) is a new prompt, not the tool's turn.
+            typed = [t for t in (_strip_reminders(x) for x in _texts(content)) if t]
+            after_tool = not typed and any(
                 isinstance(p, dict) and p.get("type") == "tool_result" for p in content
             )
     for message in reversed(messages):

@@ -10,13 +10,17 @@ settings, Codex notify) must still run: ours are merged, never replacing theirs.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from agent.config import SessionSpec
 from agent.discovery.tmux import TMUX_CONF
 from agent.discovery.tmux import Tmux as AgentTmux
 from agent.events.origin import Origin
@@ -25,6 +29,8 @@ from agent.hooks.inbox import HookInbox, HookSignal
 from agent.hooks.receiver import HookReceiver, hook_events
 from agent.hooks.translate import meaning, to_event
 from agent.hooks.wiring import hook_launch_args, spool_dir, wire
+from conftest import Fleet, wait_for
+from controller.natsserver.embedded import EmbeddedNats
 from protocol.heartbeat import SessionState
 from tests.support import realcli, runtime_home
 from tests.support.fake_model import FakeModel, Script, text, tool_call
@@ -249,3 +255,75 @@ def test_agent_launch_under_a_bare_path_with_hooks(
     kinds = [e.event_type for e in events]
     assert "run.completed" in kinds and ("run.started" in kinds) is (runtime != "codex")
     assert receiver.state(runtime) is not None
+
+
+# -- under the host agent ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hooked_fleet(
+    nats_server: EmbeddedNats, tmp_path: Path, model: FakeModel
+) -> Iterator[tuple[Fleet, str, str]]:
+    """A controller and a host agent whose roster runs claude and pi: the agent wires the
+    hooks at launch (agent/parts.py: HookReceiver, Launcher.prepare)."""
+    binaries = {rt: realcli.require_cli(rt) for rt in DAEMON_RUNTIMES}
+    fleet = Fleet(nats_server, tmp_path)
+    tenant, socket = f"t{uuid.uuid4().hex[:8]}", f"fleet-hooks-{uuid.uuid4().hex[:8]}"
+    sessions = []
+    for rt in DAEMON_RUNTIMES:
+        root = tmp_path / rt
+        launch = runtime_home.seed(rt, root, root / "project", model.url, binary=str(binaries[rt]))
+        env = realcli.node_path_env(launch.env)
+        sessions.append(
+            SessionSpec(name=rt, runtime=rt, command=launch.argv, cwd=str(launch.cwd), env=env)
+        )
+    try:
+        fleet.start_controller(fleet.controller_config([tenant]))
+        fleet.start_agent(fleet.agent_config(tenant, "h1", socket, sessions, window_width=120))
+        yield fleet, tenant, socket
+    finally:
+        fleet.stop_all()
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+
+
+DAEMON_RUNTIMES = ["claude", "pi"]
+
+
+def test_host_agent_turns_hooks_into_run_events(
+    hooked_fleet: tuple[Fleet, str, str], model: FakeModel
+) -> None:
+    fleet, tenant, socket = hooked_fleet
+
+    def events(session: str, event_type: str) -> list[dict[str, Any]]:
+        args = ["events", "search", "--tenant", tenant, "--session", session, "--json"]
+        result = fleet.cli(*args, "--type", event_type, "--limit", "100")
+        assert result.returncode == 0, result.stderr
+        return [json.loads(x) for x in result.stdout.splitlines()]
+
+    server = realcli.Tmux.existing(socket)
+    for rt in DAEMON_RUNTIMES:
+        pane = realcli.Pane(server, f"={rt}:")
+        wait_for(
+            lambda rt=rt: server.run("has-session", "-t", f"={rt}", check=False).returncode == 0,
+            30,
+            what=f"the agent to launch {rt}",
+        )
+        pane.wait_for(realcli.SIGNS[rt].is_idle, START_S * 2, what=f"{rt} idle")
+        realcli.submit(pane, f"please ping-7f3a from {rt}")
+        model.wait_for_prompt(f"ping-7f3a from {rt}", 20)
+    hook_of = {"claude": ("UserPromptSubmit", "Stop"), "pi": ("agent_start", "agent_end")}
+    for rt in DAEMON_RUNTIMES:
+        start, stop = hook_of[rt]
+        started = wait_for(lambda rt=rt: events(rt, "run.started"), 30, 0.5, f"{rt} run.started")
+        completed = wait_for(
+            lambda rt=rt: events(rt, "run.completed"), 30, 0.5, f"{rt} run.completed"
+        )
+        assert started[0]["provenance"] == f"hook:{rt}:{start}", started[0]
+        assert completed[0]["provenance"] == f"hook:{rt}:{stop}", completed[0]
+        # The run the tracker reports carries the same id from start to complete.
+        states = wait_for(
+            lambda rt=rt: [e for e in events(rt, "run.state")
+                           if e["payload"]["state"] == "complete"] or None,
+            30, 0.5, f"{rt} run.state complete",
+        )  # fmt: skip
+        assert completed[0]["run_id"] == states[0]["run_id"]
