@@ -76,8 +76,9 @@ class RealFleet:
     def wait_state(self, session: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
         try:
             return wait_for(
-                lambda: (self.rows().get(session) or {}).get("state") == state
-                and self.rows()[session],
+                lambda: (
+                    (self.rows().get(session) or {}).get("state") == state and self.rows()[session]
+                ),
                 timeout=timeout,
                 interval=0.3,
                 what=f"{session} {state} in fleet ps",
@@ -86,7 +87,9 @@ class RealFleet:
             row = self.rows().get(session)
             explain = self.fleet.cli("explain", self.target(session)).stdout
             screen = self.pane(session).capture()
-            raise AssertionError(f"{exc}\nrow: {row}\nexplain: {explain}\nscreen:\n{screen}")
+            raise AssertionError(
+                f"{exc}\nrow: {row}\nexplain: {explain}\nscreen:\n{screen}"
+            ) from None
 
     def cli_json(self, *args: str, timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
         result = self.fleet.cli(*args, "--json", timeout=timeout)
