@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from agent.events.emitter import Connection
 from agent.events.publisher import Wakeup
@@ -115,14 +113,12 @@ class Heartbeats:
         self.full_next = True  # the next heartbeat carries the snapshot, whatever it holds
         self._digest: str | None = None  # of the last full snapshot sent
         self._since_full = 0  # keepalives sent since it
-        self._wanted: Subscription | None = None
         self.sent = {"full": 0, "keepalive": 0, "wanted": 0}
 
     async def beat_forever(self) -> None:
         forced = True
         while True:
             try:
-                await self._listen()
                 if forced:
                     self.full_next = True
                 await self.publish(await self.snapshots(forced))
@@ -148,20 +144,11 @@ class Heartbeats:
             self.sent["keepalive"] += 1
         await nc.publish(subjects.heartbeat(self.clock.tenant, self.clock.host), encode(beat))
 
-    async def _listen(self) -> None:
-        """Subscribe once to the host's command subject for `SnapshotWanted`. The command
-        server subscribes to the same subject; each ignores what is not its own."""
-        nc = self.connection()
-        if self._wanted is not None or nc is None or not nc.is_connected:
-            return
-        subject = subjects.command(self.clock.tenant, self.clock.host)
-        self._wanted = await nc.subscribe(subject, cb=self._on_command_subject)
-
-    async def _on_command_subject(self, msg: Msg) -> None:
-        if not msg.data.startswith(b'{"msg":"heartbeat.want"'):
-            return  # a command, the command server's (cheap test: commands are not rare)
+    async def snapshot_wanted(self, data: bytes) -> None:
+        """A controller asked for a full snapshot (handed over by the command server, which
+        owns the one subscription to the host's command subject)."""
         try:
-            wanted = decode(msg.data, SnapshotWanted)
+            wanted = decode(data, SnapshotWanted)
         except DecodeError as exc:
             log.warning("refused a snapshot request: %s", exc)
             return

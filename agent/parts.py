@@ -132,6 +132,7 @@ def assemble(config: AgentConfig, run_as: Identity | None, connection: Connectio
         discovery_lock=discovery.lock,
         beat_now=beat_now,  # a command changed the sessions: tell the controller now
     )
+    heartbeats = Heartbeats(clock, connection, discovery.current, beat_now)
     commands = CommandServer(
         connection=connection,
         origin=origin,
@@ -141,8 +142,8 @@ def assemble(config: AgentConfig, run_as: Identity | None, connection: Connectio
         steering=steering,
         takeovers=takeovers,
         watches=watches,
+        on_snapshot_wanted=heartbeats.snapshot_wanted,
     )
-    heartbeats = Heartbeats(clock, connection, discovery.current, beat_now)
     return Parts(
         origin=origin,
         runtimes=runtimes,

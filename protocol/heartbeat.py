@@ -136,8 +136,12 @@ HostBeat = Heartbeat | Keepalive
 class SnapshotWanted(Message, frozen=True, tag="heartbeat.want"):
     """Controller → host agent, published on the host's command subject with no reply
     wanted: send a full heartbeat now. The answer is that heartbeat, which every controller
-    replica receives. The command server ignores it (it is not a `command`)."""
+    replica receives. The command server, the subject's one subscriber, tells it from a
+    command by its first bytes (`SNAPSHOT_WANTED`: msgspec writes the tag first)."""
 
     tenant: BulkId
     host: BulkId
     reason: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+SNAPSHOT_WANTED = b'{"msg":"heartbeat.want"'

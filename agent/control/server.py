@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import TaskGroup
@@ -39,6 +40,7 @@ from protocol.commands import (
     Watch,
 )
 from protocol.events import SourceKind
+from protocol.heartbeat import SNAPSHOT_WANTED
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,13 @@ class CommandServer:
         steering: Steering,
         takeovers: TakeoverLeases,
         watches: WatchLeases,
+        on_snapshot_wanted: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.connection = connection
+        # A controller's "send your full snapshot" shares this subject (agent/heartbeat.py);
+        # one subscription serves both: a second one on the subject would also receive every
+        # command, and the broker's allow_responses then refuses the real answer.
+        self.on_snapshot_wanted = on_snapshot_wanted
         self.origin = origin
         self.emitter = emitter
         self.ops = ops
@@ -94,6 +101,9 @@ class CommandServer:
                     await self._sub.unsubscribe()
 
     async def _on_msg(self, msg: Msg) -> None:
+        if msg.data.startswith(SNAPSHOT_WANTED) and self.on_snapshot_wanted is not None:
+            await self.on_snapshot_wanted(msg.data)
+            return
         # Verbs like `send --verify` take seconds: never hold up the next command.
         assert self._tg is not None
         self._tg.start_soon(self._handle, msg)

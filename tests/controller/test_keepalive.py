@@ -24,16 +24,17 @@ from protocol.heartbeat import (
     HostBeat,
     Keepalive,
     SessionSnapshot,
+    SessionState,
     SnapshotWanted,
 )
 
 ROSTER = [SessionSpec(name="s1", runtime="stub"), SessionSpec(name="s2", runtime="stub")]
 
 
-def snap(name: str, state: str = "idle") -> SessionSnapshot:
+def snap(name: str, state: SessionState = SessionState.IDLE) -> SessionSnapshot:
     return SessionSnapshot(
         name=name, runtime_configured="stub", runtime_observed="stub", state=state
-    )  # type: ignore[arg-type]
+    )
 
 
 def counters(fleet: Fleet) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def test_agent_sends_full_on_change_and_every_n(nats_server: EmbeddedNats) -> No
         all_in = anyio.Event()
 
         async def take(msg: Any) -> None:
-            got.append(decode(msg.data, HostBeat))
+            got.append(decode(msg.data, HostBeat))  # type: ignore[arg-type]
             if len(got) == 3 + 1 + FULL_EVERY + 1:
                 all_in.set()
 
@@ -62,16 +63,14 @@ def test_agent_sends_full_on_change_and_every_n(nats_server: EmbeddedNats) -> No
         beats = Heartbeats(HeartbeatClock("t1", "h1", 5.0, "test"), lambda: nc, current, Wakeup())
         for _ in range(3):
             await beats.publish(await current(False))
-        sessions = [snap("s1", "working")]  # a session changed: full at once
+        sessions = [snap("s1", SessionState.WORKING)]  # a session changed: full at once
         await beats.publish(sessions)
         for _ in range(FULL_EVERY):
             await beats.publish(sessions)
         # A controller asks: the next one is full although nothing changed.
-        await beats._listen()
-        await nc.publish(
-            subjects.command("t1", "h1"), encode(SnapshotWanted(tenant="t1", host="h1"))
-        )
-        await nc.flush()
+        # (The command server hands it over; test_restarted_empty_controller_asks_for_snapshots
+        # takes the wire path.)
+        await beats.snapshot_wanted(encode(SnapshotWanted(tenant="t1", host="h1")))
         assert await beats.beat_now.wait(5), "the request did not wake the heartbeat loop"
         assert beats.full_next
         await beats.publish(sessions)
