@@ -56,12 +56,30 @@ def _messages(hosts: int, snaps: list[SessionSnapshot], seq: int, full: bool) ->
     out = []
     for h in range(hosts):
         host = f"host-{h:06d}"
-        common = dict(tenant=TENANT, host=host, boot_id="b" + host[-6:], seq=seq, sent_at=0.0)
-        beat = (
-            Heartbeat(**common, interval_s=5.0, agent_version="1", sessions=snaps, digest=digest)
-            if full
-            else Keepalive(**common, interval_s=5.0, digest=digest)
-        )
+        boot = "b" + host[-6:]
+        beat: Heartbeat | Keepalive
+        if full:
+            beat = Heartbeat(
+                tenant=TENANT,
+                host=host,
+                boot_id=boot,
+                seq=seq,
+                sent_at=0.0,
+                interval_s=5.0,
+                agent_version="1",
+                sessions=snaps,
+                digest=digest,
+            )
+        else:
+            beat = Keepalive(
+                tenant=TENANT,
+                host=host,
+                boot_id=boot,
+                seq=seq,
+                sent_at=0.0,
+                interval_s=5.0,
+                digest=digest,
+            )
         out.append(FakeMsg(subjects.heartbeat(TENANT, host), encode(beat)))
     return out
 

@@ -87,6 +87,7 @@ async def _run(pair: Pair, url: str, kills: int) -> Result:
         for i in range(kills):
             status = await client.call(api.STATUS, StatusRequest())
             leader = status.leader
+            assert leader is not None, "no leader"
             victim = leader if i % 2 else ("r2" if leader == "r1" else "r1")
             pair.kill(victim)
             ps_s.append(await _next_ps(client))

@@ -26,6 +26,7 @@ from protocol.heartbeat import Heartbeat, HostBeat, Keepalive, SnapshotWanted
 
 log = logging.getLogger(__name__)
 
+MAX_ASKED = 200_000  # bounds the memory a tenant inventing host names can take
 Publish = Callable[[str, str, bytes], Awaitable[None]]  # tenant, subject, data
 
 
@@ -56,7 +57,7 @@ class Keepalives:
     async def intake(self, msg: Msg) -> Heartbeat | None:
         """The heartbeat ``msg`` amounts to (a keepalive becomes one with the sessions held),
         or None: refused (counted by ``rejects``) or a keepalive that could not be applied."""
-        beat = await intake(msg, subjects.Kind.HB, HostBeat, self.rejects)  # type: ignore[type-var]
+        beat: HostBeat | None = await intake(msg, subjects.Kind.HB, HostBeat, self.rejects)
         if beat is None:
             if is_keepalive(msg.data):
                 self.count("keepalives_malformed")
@@ -104,6 +105,8 @@ class Keepalives:
         key, now = (ka.tenant, ka.host), self.mono()
         if now - self._asked.get(key, -1e18) < ka.interval_s:
             return
+        if len(self._asked) >= MAX_ASKED:  # hosts that never answered (or never existed)
+            self._asked.clear()
         self._asked[key] = now
         body = encode(SnapshotWanted(tenant=ka.tenant, host=ka.host, reason=reason))
         try:

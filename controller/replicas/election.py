@@ -69,7 +69,8 @@ class Election:
             self.kv = await js.key_value(BUCKET)
 
     async def run(self) -> None:
-        """Campaign and renew every third of the TTL, for ever."""
+        """Renew every third of the TTL while leading, campaign every sixth otherwise (so a
+        dead leader's key, gone at most a TTL after the kill, is taken soon after)."""
         while True:
             try:
                 await self.step()
@@ -79,7 +80,7 @@ class Election:
                 await self._list()
             except Exception as exc:
                 log.debug("listing replicas: %s", exc or type(exc).__name__)
-            await anyio.sleep(self.ttl_s / 3)
+            await anyio.sleep(self.ttl_s / (3 if self.revision is not None else 6))
 
     async def step(self) -> None:
         assert self.kv is not None
@@ -107,6 +108,18 @@ class Election:
         log.warning("replica %s stands down: %s", self.replica, why)
         self.revision, self.leader = None, None
         self.count("leader_lost")
+
+    async def resign(self) -> None:
+        """On a clean shutdown: give the key up (only if still ours), so another replica
+        leads at its next campaign instead of after the TTL."""
+        if self.kv is None or self.revision is None:
+            return
+        try:
+            await self.kv.delete(LEADER, last=self.revision)
+            log.info("replica %s resigned as leader", self.replica)
+        except Exception as exc:  # someone else holds it, or the KV is gone: nothing to give
+            log.debug("resign: %s", exc)
+        self.revision = None
 
     async def leading(self) -> bool:
         """The fence: whether this replica may act as leader now."""

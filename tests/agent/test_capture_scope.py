@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import SessionSpec
-from conftest import Fleet, rows_by_session, wait_for
+from tests.support.fleet import Fleet, rows_by_session, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -18,7 +18,7 @@ from agent.discovery.supervisor import Launcher
 from agent.discovery.tmux import TMUX_CONF, Tmux
 from common.config import ConfigError
 from tests.agent.test_launch_env import environ
-from tests.conftest import wait_for
+from tests.support.fleet import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

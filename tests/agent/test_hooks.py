@@ -25,7 +25,7 @@ from agent.hooks.wiring import (
     with_args,
 )
 from protocol.heartbeat import SessionState
-from tests.conftest import wait_for
+from tests.support.fleet import wait_for
 
 
 def sig(runtime: str, event: str, seq: int = 1, **payload: object) -> HookSignal:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import SessionSpec
-from conftest import Fleet, rows_by_session, wait_for
 from controller.natsserver.embedded import EmbeddedNats, free_port
 from protocol.heartbeat import SessionKind
+from tests.support.fleet import Fleet, rows_by_session, wait_for
 
 STUB = [sys.executable, "-m", "agent", "stub"]
 

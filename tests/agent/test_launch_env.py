@@ -12,7 +12,7 @@ import pytest
 
 from agent.discovery.launch import session_argv
 from agent.discovery.tmux import TMUX_CONF, Tmux
-from tests.conftest import wait_for
+from tests.support.fleet import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

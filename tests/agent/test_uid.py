@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.uid import Identity, UidError, as_user, private_dir, resolve, session_identity
-from conftest import wait_for
+from tests.support.fleet import wait_for
 
 ALICE = Identity(uid=1500, gid=1500, name="alice", home="/home/alice")
 

@@ -13,12 +13,12 @@ import anyio
 import nats
 
 from agent.config import SessionSpec
-from conftest import Fleet, rows_by_session, wait_for
 from controller.api.service import ApiService, LaneLimit
 from controller.natsserver.embedded import EmbeddedNats
 from protocol import decode, encode
 from protocol.api import CMD, PS, ApiError, ErrorCode, PsReply, PsRequest
 from protocol.commands import CommandRequest, CommandResult, Outcome, Send, Watch
+from tests.support.fleet import Fleet, rows_by_session, wait_for
 
 # A composer that shows what is typed and never submits (raw mode, Enter dropped): a
 # verified send into it presses Enter 4 times over ~15 s before it gives up.

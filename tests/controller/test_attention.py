@@ -10,15 +10,14 @@ import signal
 import time
 from typing import Any
 
-from test_steering import cli_json, events, screen, stub, up
-
-from conftest import Fleet, wait_for
 from controller.attention.queue import AttentionQueue
 from controller.attention.rules import AttentionConfig, event_condition, host_conditions
 from controller.fleet.state import FleetState
 from protocol.attention import AttentionAction, AttentionKind, ItemState
 from protocol.events import Event, Severity
 from protocol.heartbeat import Heartbeat, SessionSnapshot, SessionState
+from tests.controller.test_steering import cli_json, events, screen, stub, up
+from tests.support.fleet import Fleet, wait_for
 
 
 def items(fleet: Fleet, tenant: str, *args: str) -> list[dict[str, Any]]:

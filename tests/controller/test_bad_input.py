@@ -17,7 +17,6 @@ import pytest
 from rich.console import Console
 
 from agent.config import AgentConfig, ConfigError, SessionSpec, validate
-from conftest import Fleet
 from controller.cli.events import event_line
 from controller.cli.render import ps_table, safe
 from controller.config import dump
@@ -27,6 +26,7 @@ from protocol.commands import CommandResult
 from protocol.events import Severity, SourceKind
 from protocol.events_api import StoredEvent
 from protocol.heartbeat import SessionSnapshot
+from tests.support.fleet import Fleet
 
 BIN = Path(sys.executable).parent
 

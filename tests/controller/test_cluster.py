@@ -18,11 +18,10 @@ import msgspec
 import pytest
 
 from common.natsconn import NatsSettings
-from conftest import BIN, Fleet, wait_for
 from controller.events.streams import StreamSettings
 from controller.natsserver.embedded import EmbeddedNats, free_port
 from protocol import subjects
-from test_events_delivery import (
+from tests.controller.test_events_delivery import (
     EVENTS_PER_RUN,
     all_stored,
     assert_exactly_once_in_order,
@@ -30,7 +29,8 @@ from test_events_delivery import (
     send_prompts,
     stub,
 )
-from test_liveness import transitions
+from tests.controller.test_liveness import transitions
+from tests.support.fleet import BIN, Fleet, wait_for
 
 NODES = 3
 

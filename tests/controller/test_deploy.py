@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, wait_for
 from controller.natsserver.embedded import nats_server_binary
-from netns import SecondHost, second_host_env, skip_reason, snapshot_wheelhouse, stub_roster
+from tests.support.fleet import BIN, REPO, wait_for
+from tests.support.netns import (
+    SecondHost,
+    second_host_env,
+    skip_reason,
+    snapshot_wheelhouse,
+    stub_roster,
+)
 
 DEPLOY = REPO / "deploy"
 
@@ -38,7 +44,7 @@ def second_host(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> I
 
 @pytest.mark.root
 def test_deploy_into_a_second_host_then_unchanged(second_host: SecondHost) -> None:
-    from test_events_delivery import send_prompts, stored
+    from tests.controller.test_events_delivery import send_prompts, stored
 
     host = second_host
     roster = stub_roster(host.tmp / "roster.toml")

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from agent.config import AgentConfig, SessionSpec
-from conftest import Fleet, wait_for
 from controller.natsserver.embedded import EmbeddedNats
 from protocol.emission import DEFAULT_BEGIN, DEFAULT_END
+from tests.support.fleet import Fleet, wait_for
 
 EVENTS_PER_RUN = 4  # run.started, tool_call, tool_result, run.completed
 
@@ -138,7 +138,7 @@ def test_events_tail_follow_prints_new_events_as_json_lines(fleet: Fleet, tmux_s
     import os
     import threading
 
-    from conftest import BIN
+    from tests.support.fleet import BIN
 
     tenant = tenant_id()
     config = fleet.agent_config(tenant, "h1", tmux_socket, [stub("coder")])

@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.js.errors import APIError
 
-from conftest import Fleet, wait_for
 from protocol import subjects
 from protocol.events import Event
 from protocol.heartbeat import Heartbeat
 from protocol.lifecycle import Lifecycle, LifecycleKind
 from protocol.limits import PAYLOAD_LIMITS
+from tests.support.fleet import Fleet, wait_for
 
 TENANT = "hostile"
 HOSTILE_IDS = [

@@ -28,8 +28,8 @@ from agent.discovery.runtimes import load_runtimes
 from agent.discovery.sessions import SessionTable
 from agent.discovery.supervisor import Launcher
 from agent.discovery.tmux import Tmux
-from conftest import wait_for
 from controller.cli.discover import roster_command, split_start
+from tests.support.fleet import wait_for
 
 FLEET = str(Path(sys.executable).parent / "fleet")
 STUB = f"{sys.executable} -m agent.stub"

@@ -20,10 +20,10 @@ import pytest
 
 from agent.config import AgentConfig, SessionSpec, dump
 from agent.config import load as load_agent
-from conftest import BIN, Proc, wait_for
 from controller.config import load as load_controller
 from controller.deploy.files import unit_text
 from controller.natsserver.embedded import free_port, nats_server_binary
+from tests.support.fleet import BIN, Proc, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

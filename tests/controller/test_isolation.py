@@ -21,7 +21,6 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from conftest import wait_for
 from controller.events.ingest import replay
 from controller.events.streams import StreamSettings, ensure_stream
 from controller.natsserver.accounts import TenancyStore, new_user_seed, reload_server
@@ -36,6 +35,7 @@ from controller.natsserver.config import (
 from controller.natsserver.embedded import EmbeddedNats
 from protocol import subjects
 from protocol.api import Role
+from tests.support.fleet import wait_for
 
 TENANTS = {"acme": ["h1", "h2"], "globex": ["g1"]}
 

@@ -15,7 +15,6 @@ import nats
 from agent.config import SessionSpec
 from agent.events.publisher import Wakeup
 from agent.heartbeat import HeartbeatClock, Heartbeats
-from conftest import Fleet, wait_for
 from controller.natsserver.embedded import EmbeddedNats
 from protocol import decode, encode, subjects
 from protocol.heartbeat import (
@@ -27,6 +26,7 @@ from protocol.heartbeat import (
     SessionState,
     SnapshotWanted,
 )
+from tests.support.fleet import Fleet, wait_for
 
 ROSTER = [SessionSpec(name="s1", runtime="stub"), SessionSpec(name="s2", runtime="stub")]
 

@@ -55,7 +55,7 @@ def anyio_backend() -> str:
 async def test_the_controller_does_not_judge_a_host_whose_heartbeat_it_holds(tmp_path) -> None:
     """The daemon's liveness loop asks the intake: a host overdue only because its parked
     heartbeat has not been processed yet stays ok; an overdue host with none goes suspect."""
-    from test_state import hb, make
+    from tests.controller.test_state import hb, make
 
     from controller.config import ControllerConfig
     from controller.daemon import Controller

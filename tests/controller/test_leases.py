@@ -16,11 +16,11 @@ from typing import Any
 
 import anyio
 import nats
-from test_steering import cli_json, events, stub, up
 
-from conftest import Fleet, wait_for
 from protocol import decode, encode, subjects
 from protocol.commands import MAX_REASON_CHARS, Command, CommandResult, Outcome, Watch
+from tests.controller.test_steering import cli_json, events, stub, up
+from tests.support.fleet import Fleet, wait_for
 
 ALICE, BOB = {"FLEET_OPERATOR": "alice"}, {"FLEET_OPERATOR": "bob"}
 

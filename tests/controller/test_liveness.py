@@ -16,9 +16,9 @@ import anyio
 import nats
 
 from agent.config import SessionSpec
-from conftest import Fleet, Proc, wait_for
 from protocol import encode, subjects
 from protocol.heartbeat import DOWN_AFTER_INTERVALS, SUSPECT_AFTER_INTERVALS, Heartbeat
+from tests.support.fleet import Fleet, Proc, wait_for
 
 INTERVAL = 0.5
 ROSTER = [SessionSpec(name="s1", runtime="stub")]

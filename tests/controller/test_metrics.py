@@ -14,12 +14,12 @@ import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Fleet, wait_for
 from controller.fleet.state import Transition
 from controller.reports.metrics import FleetMetrics, parse_addr, serve_metrics
 from protocol import encode, subjects
 from protocol.api import HostState
 from protocol.events import Event, SourceKind
+from tests.support.fleet import Fleet, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

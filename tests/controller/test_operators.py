@@ -21,7 +21,6 @@ import pytest
 
 from agent.config import AgentConfig, SessionSpec, dump
 from common.natsconn import NatsSettings
-from conftest import BIN, Proc, wait_for
 from controller.api.access import Access, Caller, admit
 from controller.cli.client import write_context
 from controller.config import ControllerConfig
@@ -33,6 +32,7 @@ from protocol import api, decode, encode, subjects
 from protocol.api import ApiError, ErrorCode, PsRequest, Role
 from protocol.commands import CommandRequest, CommandResult, Outcome, Release, Send, Takeover
 from protocol.events_api import RebuildRequest
+from tests.support.fleet import BIN, Proc, wait_for
 
 # name -> (role, tenants)
 OPERATORS = {

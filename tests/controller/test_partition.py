@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig
-from conftest import wait_for
-from netns import INTERVAL, second_host_env, skip_reason, snapshot_wheelhouse, stub_roster
 from protocol.heartbeat import DOWN_AFTER_INTERVALS, SUSPECT_AFTER_INTERVALS
-from test_events_delivery import (
+from tests.controller.test_events_delivery import (
     EVENTS_PER_RUN,
     all_stored,
     assert_exactly_once_in_order,
@@ -23,7 +21,15 @@ from test_events_delivery import (
     send_prompts,
     stored,
 )
-from test_liveness import transitions
+from tests.controller.test_liveness import transitions
+from tests.support.fleet import wait_for
+from tests.support.netns import (
+    INTERVAL,
+    second_host_env,
+    skip_reason,
+    snapshot_wheelhouse,
+    stub_roster,
+)
 
 TICK = 0.1  # liveness_tick_s of the test controller
 

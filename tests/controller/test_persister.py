@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_state import hb
-
 from controller.fleet.persister import SNAPSHOT_PERSIST_S, Persister
 from controller.fleet.state import FleetState
 from controller.fleet.statedb import StateDB
+from tests.controller.test_state import hb
 
 
 def stored_seqs(db: StateDB) -> dict[str, int]:

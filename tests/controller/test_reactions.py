@@ -12,12 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from test_steering import cli_json, events, stub, up
 
-from conftest import Fleet, wait_for
 from controller.reactions.engine import ReactionEngine
 from controller.reactions.rules import Action, ReactionsFile, Rule
 from protocol.events import Event
+from tests.controller.test_steering import cli_json, events, stub, up
+from tests.support.fleet import Fleet, wait_for
 
 
 class Receiver:

@@ -8,10 +8,10 @@ import time
 import uuid
 
 from agent.config import SessionSpec
-from conftest import Fleet, rows_by_session, wait_for
 from controller.fleet.realtime import StateNews
 from controller.fleet.state import FleetState
 from protocol.heartbeat import Heartbeat, SessionSnapshot, SessionState
+from tests.support.fleet import Fleet, rows_by_session, wait_for
 
 # Long enough that no heartbeat comes between the first one and the end of the test: only
 # the real-time path can explain a state change seen in `fleet ps`.

@@ -17,16 +17,16 @@ from typing import Any
 import anyio
 import msgspec
 import nats
-from test_cluster import Cluster, _cli_with, cluster  # noqa: F401 (the fixture)
-from test_reactions import Receiver, receiver  # noqa: F401 (the fixture)
 
 from common.natsconn import NatsSettings
-from conftest import Fleet, Proc, wait_for
 from controller.config import ControllerConfig
 from controller.events.streams import StreamSettings
 from controller.events.system import system_event
 from protocol import encode, subjects
-from test_events_delivery import EVENTS_PER_RUN, emitted_keys, send_prompts, stub
+from tests.controller.test_cluster import Cluster, _cli_with, cluster  # noqa: F401 (the fixture)
+from tests.controller.test_events_delivery import EVENTS_PER_RUN, emitted_keys, send_prompts, stub
+from tests.controller.test_reactions import Receiver, receiver  # noqa: F401 (the fixture)
+from tests.support.fleet import Fleet, Proc, wait_for
 
 TTL_S = 3.0
 
@@ -201,8 +201,9 @@ def test_leader_failover_and_fencing(
             what=f"{other} leading",
         )
         failover_s = time.monotonic() - killed
-        # Expiry after at most a TTL from the last renewal, then one campaign step.
-        assert failover_s < TTL_S + TTL_S / 3 + 2.0, failover_s
+        # Expiry at most a TTL after the last renewal, then one campaign step (a sixth of
+        # it); the slack is the CLI's own start per poll.
+        assert failover_s < TTL_S + TTL_S / 6 + 2.0, failover_s
         reps.start(leader)  # back, as a follower
         assert reps.status_from(leader)["leader"] == other  # type: ignore[index]
 

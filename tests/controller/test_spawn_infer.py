@@ -13,7 +13,7 @@ import pytest
 from agent.config import SessionSpec
 from agent.control.spawn import infer_runtime
 from agent.discovery.runtimes import load_runtimes
-from conftest import Fleet, rows_by_session, wait_for
+from tests.support.fleet import Fleet, rows_by_session, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -18,9 +18,9 @@ import nats
 
 from agent.config import AgentConfig, SessionSpec
 from agent.control.screenproof import input_row, left_input, needle
-from conftest import Fleet, Proc, rows_by_session, wait_for
 from protocol import decode, encode, subjects
 from protocol.commands import Command, CommandResult, Outcome, Send, WatchFrame, answer_key
+from tests.support.fleet import Fleet, Proc, rows_by_session, wait_for
 
 
 def tenant_id() -> str:
@@ -180,6 +180,45 @@ def test_send_to_a_session_that_never_takes_the_text_is_not_verified(
     assert result["outcome"] == "not_verified"
     assert result["details"]["enters"] == 4  # the first Enter and 3 retries into an idle box
     assert "stub> anyone there" in result["screen"]  # the text still sits there, once
+
+
+# A TUI that takes a prompt without showing it: on Enter it repaints its screen by cursor
+# addressing (no newlines, as full-screen TUIs draw) with a `run.started` emission block, and
+# keeps the text in its input row; the screen never reads working and the text never leaves
+# the box. Only the emission, read off the emulated screen by the event flow, proves it.
+SILENT_TAKER = r"""
+import json, os, tty
+tty.setraw(0)
+typed, runs = b"", 0
+def paint(block=b""):
+    os.write(1, b"\x1b[2J\x1b[1;1Hsilent taker" + block + b"\x1b[7;1Hstub> " + typed)
+paint()
+while True:
+    data = os.read(0, 1024)
+    if not data:
+        break
+    typed += bytes(c for c in data if c not in (10, 13))
+    if 13 in data:
+        runs += 1
+        line = json.dumps({"event_type": "run.started", "summary": f"taken {runs}",
+                           "idempotency_key": f"silent-{runs}"}).encode()
+        paint(b"\x1b[3;1H<!--FLEET_EVENTS_BEGIN-->\x1b[4;1H" + line
+              + b"\x1b[5;1H<!--FLEET_EVENTS_END-->")
+"""
+
+
+def test_send_is_proved_by_an_emitted_run_started(fleet: Fleet, tmux_socket: str) -> None:
+    taker = SessionSpec(name="silent", runtime="stub", command=[sys.executable, "-c", SILENT_TAKER])
+    tenant, _, _ = up(fleet, tmux_socket, [taker])
+    code, result = cli_json(fleet, "send", "silent", "take it quietly", "--timeout", "20")
+    assert (code, result["outcome"]) == (0, "delivered"), result
+    assert result["details"]["proof"] == "run.started", result
+    assert result["details"]["state"] == "idle", result  # the screen alone proves nothing
+    started = wait_for(
+        lambda: events(fleet, tenant, "--type", "run.started"), what="run.started stored"
+    )
+    assert started[0]["summary"] == "taken 1", started
+    assert "stub> take it quietly" in screen(tmux_socket, "silent")  # still in the box
 
 
 def test_send_pastes_the_text_whole(fleet: Fleet, tmux_socket: str) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_store import dump, fts_is_consistent
 
 from controller.events.store.core import EventStore
 from protocol.events import Event, EventLink, LinkType
+from tests.controller.test_store import dump, fts_is_consistent
 
 KEYS = ["k1", "k2", "k3", "h1:b1:1", "h2:b1:2"]  # the last two name default keys
 

@@ -7,9 +7,9 @@ import uuid
 from typing import Any
 
 from agent.config import SessionSpec
-from conftest import Fleet, wait_for
 from controller.events.synthesis.engine import SynthesisConfig
-from test_events_delivery import send_prompts
+from tests.controller.test_events_delivery import send_prompts
+from tests.support.fleet import Fleet, wait_for
 
 GRACE = 1.0
 

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import BIN
 from controller.natsserver.accounts import TenancyError, TenancyStore, public_key_of
 from controller.natsserver.config import (
     TlsOptions,
@@ -25,6 +24,7 @@ from controller.natsserver.config import (
 from controller.natsserver.embedded import nats_server_binary
 from protocol import subjects
 from protocol.ids import IdError
+from tests.support.fleet import BIN
 
 
 def mode(path: Path) -> int:

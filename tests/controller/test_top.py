@@ -7,9 +7,8 @@ import os
 import shlex
 import subprocess
 
-from test_steering import cli_json, stub, up
-
-from conftest import BIN, Fleet, wait_for
+from tests.controller.test_steering import cli_json, stub, up
+from tests.support.fleet import BIN, Fleet, wait_for
 
 
 def test_once_prints_a_table_of_the_sessions(fleet: Fleet, tmux_socket: str) -> None:

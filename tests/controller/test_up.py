@@ -11,8 +11,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from conftest import wait_for
 from controller.natsserver.embedded import free_port
+from tests.support.fleet import wait_for
 
 BIN = Path(sys.executable).parent
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
 from controller.natsserver.embedded import free_port, nats_server_binary
+from tests.support.fleet import wait_for
 
 BIN = Path(sys.executable).parent
 

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 from agent.config import SessionSpec
-from conftest import Fleet, Proc, wait_for
 from controller.natsserver.embedded import EmbeddedNats
 from tests.support import realcli, runtime_home
 from tests.support.fake_model import FakeModel, Script, stream, text, tool_call
+from tests.support.fleet import Fleet, Proc, wait_for
 
 RUNTIMES = ["claude", "codex", "pi"]
 APPROVING = ["claude", "codex"]  # pi has no approvals (docs/runtimes.md)

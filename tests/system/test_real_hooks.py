@@ -29,11 +29,11 @@ from agent.hooks.inbox import HookInbox, HookSignal
 from agent.hooks.receiver import HookReceiver, hook_events
 from agent.hooks.translate import meaning, to_event
 from agent.hooks.wiring import hook_launch_args, spool_dir, wire
-from conftest import Fleet, wait_for
 from controller.natsserver.embedded import EmbeddedNats
 from protocol.heartbeat import SessionState
 from tests.support import realcli, runtime_home
 from tests.support.fake_model import FakeModel, Script, text, tool_call
+from tests.support.fleet import Fleet, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -327,3 +327,12 @@ def test_host_agent_turns_hooks_into_run_events(
             30, 0.5, f"{rt} run.state complete",
         )  # fmt: skip
         assert completed[0]["run_id"] == states[0]["run_id"]
+        # `fleet explain` names the hook as what decides the idle state (fresh, and the
+        # screen agrees), and still shows the screen rule and the title under it.
+        shown = fleet.cli("explain", f"{tenant}/h1/{rt}", "--json")
+        assert shown.returncode == 0, shown.stderr
+        details = json.loads(shown.stdout)["details"]
+        assert (details["state"], details["decided_by"]) == ("idle", "hook"), details
+        assert details["hook"]["event"].startswith(f"hook:{rt}:"), details
+        assert details["hook"]["decides"] and details["hook"]["seq"] >= 2, details
+        assert details["screen_rule"]["state"] == "idle", details

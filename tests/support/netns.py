@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import Fleet
 from controller.deploy.steps import PyTarget, build_wheelhouse
 from controller.natsserver.embedded import EmbeddedNats
+from tests.support.fleet import Fleet
 
 INTERVAL = 0.5  # heartbeat interval of deployed test agents
 
