@@ -108,8 +108,14 @@ def _measure(url: str, rt: str, pane: realcli.Pane, model: FakeModel, rounds: in
         to_idle.append(_until_state(url, rt, "idle") - finished)
 
         realcli.submit(pane, f"cancel{i}- please")
-        model.wait_for_prompt(f"cancel{i}-", 20)
-        _until_state(url, rt, "working")
+        request = model.wait_for_prompt(f"cancel{i}-", 20)
+        try:
+            _until_state(url, rt, "working", timeout=20)
+        except TimeoutError:  # counted, not fatal: the figure says how often it happens
+            outcomes["cancel:never_working"] = outcomes.get("cancel:never_working", 0) + 1
+            pane.send_keys("Escape")
+            request.done.wait(30)
+            continue
         took, result = _command(url, rt, Cancel(session=rt))
         outcomes[f"cancel:{result.outcome.value}"] = (
             outcomes.get(f"cancel:{result.outcome.value}", 0) + 1
