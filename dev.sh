@@ -2,7 +2,7 @@
 # One entry point for a fresh machine: installs what agentfleet needs, then runs it.
 #
 #   ./dev.sh up [ARGS...]     set up, then `fleet up` (embedded NATS + controller + demo fleet)
-#   ./dev.sh test [ARGS...]   set up, then ruff and the whole test suite (what CI runs)
+#   ./dev.sh test [ARGS...]   set up, then ruff, mypy and the whole test suite (what CI runs)
 #   ./dev.sh setup            set up only
 #
 # Set-up is idempotent: system packages are installed only when missing, the venv (.venv,
@@ -105,6 +105,8 @@ case "$cmd" in
         setup
         log "ruff"
         "$VENV/bin/ruff" check .
+        log "mypy"
+        "$VENV/bin/mypy"  # what and how strictly: [tool.mypy] in pyproject.toml
         log "pytest"
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

@@ -6,11 +6,12 @@ the kind of message and a reader of the raw JSON sees what it is.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 
 T = TypeVar("T")
+Data = bytes | bytearray | memoryview | str
 
 SCHEMA_VERSION = 1
 
@@ -32,14 +33,24 @@ def encode(message: Any) -> bytes:
     return _encoder.encode(message)
 
 
-def decode(data: bytes | bytearray | memoryview | str, type: type[T]) -> T:
+@overload
+def decode(data: Data, type: type[T]) -> T: ...
+
+
+# A union of message kinds (`A | B`) is a type form `type[T]` cannot name (as in msgspec's own
+# signatures): the caller annotates what it gets.
+@overload
+def decode(data: Data, type: Any) -> Any: ...
+
+
+def decode(data: Data, type: Any) -> Any:
     """Decode one message of ``type``; a message from a newer schema than this build knows is
     refused, since its fields may mean what this build cannot tell."""
     decoder = _decoders.get(type)
     if decoder is None:
         decoder = _decoders[type] = msgspec.json.Decoder(type)
     try:
-        message = decoder.decode(data)
+        message: Any = decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DecodeError(str(exc)) from None
     except UnicodeDecodeError as exc:

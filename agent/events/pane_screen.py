@@ -80,6 +80,8 @@ class PaneScreen(pyte.Screen):
 
     def linefeed(self) -> None:
         if self._drawing:  # called from draw(): the text ran past the last column
+            # The flag rides on pyte's line object so that it moves with the line when the
+            # screen scrolls; pyte's types declare no such attribute.
             self.buffer[self.cursor.y].af_wrapped = True  # type: ignore[attr-defined]
         super().linefeed()
 
@@ -109,6 +111,7 @@ class PaneScreen(pyte.Screen):
 
     def erase_in_line(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
         if how == 2 or (how == 0 and self.cursor.x == 0):  # a rewritten row is not wrapped
+            # (our attribute on pyte's line: see linefeed)
             self.buffer[self.cursor.y].af_wrapped = False  # type: ignore[attr-defined]
         super().erase_in_line(how, *args, **kwargs)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client
@@ -53,7 +53,7 @@ class WatchRelay:
                 await sub.unsubscribe()
         relay.deliver[deliver] = time.monotonic() + ttl_s
 
-    def _forwarder(self, key: Key) -> Callable[[Msg], object]:
+    def _forwarder(self, key: Key) -> Callable[[Msg], Awaitable[None]]:
         async def forward(msg: Msg) -> None:
             relay = self._relays.get(key)
             api = self.api_connection()

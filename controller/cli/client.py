@@ -183,7 +183,7 @@ class ControllerClient:
                 f"{self.timeout:.0f}s"
             ) from None
         try:
-            reply = decode(msg.data, (reply_type or verb.reply) | ApiError)  # type: ignore[operator, arg-type]
+            reply = decode(msg.data, (reply_type or verb.reply) | ApiError)
         except DecodeError as exc:
             raise ClientError(f"unreadable reply to {verb.name}: {exc}") from None
         if isinstance(reply, ApiError):

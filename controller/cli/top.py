@@ -93,7 +93,7 @@ async def _live(
     async def follow() -> None:
         async for msg in sub.messages:
             try:
-                message: FeedMessage = decode(msg.data, FeedMessage)  # type: ignore[arg-type]
+                message: FeedMessage = decode(msg.data, FeedMessage)
             except DecodeError:
                 continue
             if model.apply(message):

@@ -13,7 +13,7 @@ import logging
 import shlex
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -207,7 +207,7 @@ async def _run_all(
     controller: Controller,
     agents: list[HostAgent],
     flags: ExitFlags,
-    watchers: list[Callable[[], Awaitable[None]]],
+    watchers: list[Callable[[], Coroutine[object, object, None]]],
 ) -> None:
     done = {id(x): anyio.Event() for x in [controller, *agents]}
 

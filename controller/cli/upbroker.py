@@ -44,9 +44,10 @@ class BrokerWatch:
             self.down = f"nats-server (pid {pid}) died: {_exit(proc.returncode if proc else None)}"
             self.server.stop()  # forget the dead process
             log.error("%s; restarting it on %s", self.down, self.server.url)
-            attempt = await self._restart(attempt, flags)
-            if attempt is None:
+            again = await self._restart(attempt, flags)
+            if again is None:
                 return
+            attempt = again
             started = time.monotonic()
 
     async def _restart(self, attempt: int, flags: ExitFlags) -> int | None:

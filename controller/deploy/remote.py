@@ -52,7 +52,7 @@ class Probe:
         if libc_name == "glibc" and libc_ver:
             major, minor = libc_ver.split(".")[:2]
             glibc = (int(major), int(minor))
-        return PyTarget(tuple(self.raw["python"]), self.raw["machine"], glibc)  # type: ignore[arg-type]
+        return PyTarget(tuple(self.raw["python"]), self.raw["machine"], glibc)
 
     def __getitem__(self, key: str) -> Any:
         return self.raw[key]

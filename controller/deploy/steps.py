@@ -58,8 +58,11 @@ class PyTarget:
         import platform
 
         name, ver = platform.libc_ver()
-        glibc = tuple(int(p) for p in ver.split(".")[:2]) if name == "glibc" and ver else None
-        return cls(sys.version_info[:2], platform.machine(), glibc)  # type: ignore[arg-type]
+        glibc = None
+        if name == "glibc" and ver:
+            major, minor = ver.split(".")[:2]
+            glibc = (int(major), int(minor))
+        return cls((sys.version_info.major, sys.version_info.minor), platform.machine(), glibc)
 
 
 @dataclass(frozen=True)

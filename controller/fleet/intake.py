@@ -4,7 +4,7 @@ the subject of the host their body names, or refused with a reason. And the real
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 from nats.aio.msg import Msg
 
@@ -20,7 +20,17 @@ from protocol.subjects import SubjectError
 M = TypeVar("M", Heartbeat, Lifecycle)
 
 
-async def intake(msg: Msg, kind: subjects.Kind, message: type[M], rejects: Rejects) -> M | None:
+@overload
+async def intake(msg: Msg, kind: subjects.Kind, message: type[M], rejects: Rejects) -> M | None: ...
+
+
+# A union of kinds (protocol.heartbeat.HostBeat) is a type form `type[M]` cannot name, as in
+# protocol.decode: the caller annotates what it gets.
+@overload
+async def intake(msg: Msg, kind: subjects.Kind, message: Any, rejects: Rejects) -> Any: ...
+
+
+async def intake(msg: Msg, kind: subjects.Kind, message: Any, rejects: Rejects) -> Any:
     """The heartbeat or notice in ``msg``, if it is valid and its subject names the host its
     body names; otherwise refused (counted, logged, an event) and None.
 

@@ -88,11 +88,17 @@ def scan_events(
         return
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
     try:
-        where, params = ["id > ?"], [0.0]
-        for clause, value in (("ts >= ?", since), ("ts < ?", until), ("tenant = ?", tenant)):
+        where: list[str] = ["id > ?"]
+        params: list[float | str] = [0.0]
+        bounds: tuple[tuple[str, float | str | None], ...] = (
+            ("ts >= ?", since),
+            ("ts < ?", until),
+            ("tenant = ?", tenant),
+        )
+        for clause, value in bounds:
             if value is not None:
                 where.append(clause)
-                params.append(value)  # type: ignore[arg-type]
+                params.append(value)
         sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
         while True:
             rows = conn.execute(sql, [*params, PAGE]).fetchall()

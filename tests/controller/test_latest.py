@@ -55,13 +55,12 @@ def anyio_backend() -> str:
 async def test_the_controller_does_not_judge_a_host_whose_heartbeat_it_holds(tmp_path) -> None:
     """The daemon's liveness loop asks the intake: a host overdue only because its parked
     heartbeat has not been processed yet stays ok; an overdue host with none goes suspect."""
-    from tests.controller.test_state import hb, make
-
     from controller.config import ControllerConfig
     from controller.daemon import Controller
     from controller.fleet.state import Transition
     from protocol import subjects
     from protocol.api import HostState
+    from tests.controller.test_state import hb, make
 
     controller = Controller(
         ControllerConfig(tenants=["acme"], data_dir=str(tmp_path), liveness_tick_s=0.01)

@@ -179,12 +179,12 @@ class Synthesizer:
                 entry.run_id = run_id
             entry.run_id = entry.run_id or run_id
             return []
-        entry = self._open.get(sk)
+        known = self._open.get(sk)
         if new not in RUN_OVER_STATES or not (
-            (entry is not None and entry.in_run) or old in IN_RUN_STATES
+            (known is not None and known.in_run) or old in IN_RUN_STATES
         ):
             return []
-        entry = entry or self._entry(sk)
+        entry = known or self._entry(sk)
         before = f"screen:{old}->{new}"
         signal = event_key(event)
         out = self._close_calls(sk, entry, lambda _c: True, before, event.ts, signal)
