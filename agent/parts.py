@@ -68,7 +68,7 @@ def assemble(config: AgentConfig, run_as: Identity | None, connection: Connectio
     wakeup, beat_now, runs = Wakeup(), Wakeup(), RunTracker()
     emitter = Emitter(outbox, wakeup)
     takeovers, watches = TakeoverLeases(origin, outbox, wakeup), WatchLeases()
-    steering = Steering(tmux, capture.logs_dir)
+    steering = Steering(tmux)
     roster = Roster(c.sessions)
     # The runtimes' own word (hooks, notify, pi extension): docs/runtimes.md.
     hooks = HookReceiver(c.state_path)
@@ -95,6 +95,7 @@ def assemble(config: AgentConfig, run_as: Identity | None, connection: Connectio
         roster=roster,
         runtimes=runtimes,
         capture_unmanaged=c.capture_unmanaged,
+        acknowledge=steering.acknowledge,
     )
     discovery = Discovery(
         tmux=tmux,
@@ -122,6 +123,7 @@ def assemble(config: AgentConfig, run_as: Identity | None, connection: Connectio
         origin=origin,
         emitter=emitter,
         runs=runs,
+        signals=hooks.account,
     )
     spawner = Spawner(
         roster=roster,

@@ -51,7 +51,10 @@ class EventLink(msgspec.Struct, frozen=True, kw_only=True):
     target: str
 
 
-# Event types the product knows; anything else is accepted with attention_candidate = 0.
+# Event types the product knows; anything else is accepted with attention_candidate = 0, and
+# never opens an attention item (controller/attention/rules.py: event_condition). Every type
+# agentfleet itself emits is here (docs/protocol.md lists them); attention.* events are still
+# never a cause of attention (controller/attention/live.py: OWN_TYPES).
 KNOWN_EVENT_TYPES = frozenset(
     {
         "run.started",
@@ -62,10 +65,22 @@ KNOWN_EVENT_TYPES = frozenset(
         "run.error",
         "tool_call",
         "tool_result",
+        "blocked",  # a runtime's hook: it waits for the operator (agent/hooks/translate.py)
         "stale",
         "session.state",
         "validation_error",
         "command",
+        "operator.answer",
+        "lease.acquired",
+        "lease.released",
+        "lease.expired",
+        "attention.opened",
+        "attention.resolved",
+        "attention.acked",
+        "attention.snoozed",
+        "reaction.match",
+        "reaction.skip",
+        "reaction.delivery",
         "report.weekly",
     }
 )

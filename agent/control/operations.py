@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 
+from agent.control.explain import Explanation, Signals, explanation
 from agent.control.steering import Steering, excerpt
 from agent.discovery.roster import Roster
 from agent.discovery.runtimes import RuntimeSpec
@@ -35,6 +36,7 @@ class Operations:
         origin: Origin,
         emitter: Emitter,
         runs: RunTracker,
+        signals: Signals | None = None,  # the hooks' word (HookReceiver.account); None: none
     ) -> None:
         self.tmux = tmux
         self.steering = steering
@@ -44,6 +46,7 @@ class Operations:
         self.origin = origin
         self.emitter = emitter
         self.runs = runs
+        self.signals = signals
 
     async def pane(self, session: str) -> Pane | None:
         return primary_panes(await self.tmux.list_panes()).get(session)
@@ -134,23 +137,8 @@ class Operations:
             details={"latency_ms": latency_ms, "run_id": run_id},
         )
 
-    async def explain(self, session: str, pane: Pane) -> dict[str, object]:
+    async def explain(self, session: str, pane: Pane) -> Explanation:
         spec = self.runtime_of(session)
         _, match, lines = await self.steering.state(pane, spec)
-        where = (
-            f"rule {match.rule!r} ({match.source}) matched line {match.line_no}: {match.line!r}"
-            if match.line is not None
-            else f"{match.rule} ({match.source})"
-        )
-        return {
-            "message": f"{session} is {match.state.value}: {where} [runtime {spec.name}]",
-            "screen": excerpt(lines),
-            "details": {
-                "state": match.state.value,
-                "rule": match.rule,
-                "source": match.source,
-                "line_no": match.line_no,
-                "line": match.line,
-                "runtime": spec.name,
-            },
-        }
+        said = self.signals(session) if self.signals is not None else (None, None)
+        return explanation(session, spec, match, lines, pane.title, said, time.time())

@@ -12,8 +12,10 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -134,7 +136,7 @@ class CommandServer:
             await self._inflight[cmd.command_id].wait()
         seen = self._results.get(cmd.command_id) or await self.emitter.recall(cmd.command_id)
         if seen is not None:
-            return CommandResult(**{**_fields(seen), "replayed": True})
+            return msgspec.structs.replace(seen, replayed=True)
         done = self._inflight[cmd.command_id] = anyio.Event()
         try:
             if time.time() > cmd.deadline:
@@ -181,7 +183,15 @@ class CommandServer:
         )
         await self.emitter.record(cmd.command_id, result, [audit])
 
-    def _result(self, cmd: Command, outcome: Outcome, message: str, **kw: object) -> CommandResult:
+    def _result(
+        self,
+        cmd: Command,
+        outcome: Outcome,
+        message: str,
+        *,
+        screen: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> CommandResult:
         return CommandResult(
             command_id=cmd.command_id,
             outcome=outcome,
@@ -189,8 +199,9 @@ class CommandServer:
             tenant=cmd.tenant,
             host=cmd.host,
             session=cmd.body.session,
-            **kw,
-        )  # type: ignore[arg-type]
+            screen=screen,
+            details=details if details is not None else {},
+        )
 
     async def _dispatch(self, cmd: Command) -> CommandResult:
         body = cmd.body
@@ -294,9 +305,3 @@ class CommandServer:
 
 def _verb(cmd: Command) -> str:
     return type(cmd.body).__name__.lower()
-
-
-def _fields(result: CommandResult) -> dict[str, object]:
-    import msgspec
-
-    return msgspec.structs.asdict(result)

@@ -7,8 +7,9 @@ same burst as a paste). Nothing is ever typed into a dialog: a `blocked` session
 `send`, and only `answer` presses a key there, the one the operator named.
 
 "The pane changed" is not proof. `send --verify` counts as delivered only on the runtime's
-acknowledgement: its screen went working or blocked, the text left the input box, a
-`run.started` emission in the pane log, or a prompt-submitted hook (`acknowledge`).
+acknowledgement: its screen went working or blocked, the text left the input box, or the
+runtime's own word that it took a prompt (`acknowledge`): a prompt-submitted hook, or a
+`run.started` emission the event flow read off the pane's emulated screen.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import anyio
 
@@ -35,10 +35,8 @@ from agent.control.screenproof import (
 from agent.discovery.detect import Match, classify
 from agent.discovery.runtimes import RuntimeSpec
 from agent.discovery.tmux import Pane, Tmux
-from agent.events.capture import file_size
 from agent.events.origin import Origin
 from protocol.commands import Command, Outcome, answer_key
-from protocol.emission import EmissionParser, Emitted
 from protocol.events import Event, SourceKind
 from protocol.heartbeat import SessionState
 
@@ -56,13 +54,14 @@ NAVIGATION = frozenset({"Up", "Down", "Left", "Right", "Tab", "BTab", "Space"})
 @dataclass
 class Steering:
     tmux: Tmux
-    logs_dir: Path
-    # Seam for the runtimes' own signals: when a hook (Claude's UserPromptSubmit) reports a
-    # prompt taken, `acknowledge(session, ts)` records it and `send --verify` counts it.
-    acks: dict[str, float] = field(default_factory=dict)
+    # Seam for the runtimes' own signals: when a hook (Claude's UserPromptSubmit) or an
+    # emitted `run.started` (agent/events/flow.py) reports a prompt taken,
+    # `acknowledge(session, ts, proof)` records it and `send --verify` counts it.
+    acks: dict[str, tuple[float, str]] = field(default_factory=dict)
 
-    def acknowledge(self, session: str, at: float) -> None:
-        self.acks[session] = max(at, self.acks.get(session, 0.0))
+    def acknowledge(self, session: str, at: float, proof: str = "hook") -> None:
+        if at >= self.acks.get(session, (0.0, ""))[0]:
+            self.acks[session] = (at, proof)
 
     async def screen(self, pane: Pane) -> list[str]:
         return (await self.tmux.capture(pane.pane_id)).splitlines()
@@ -88,20 +87,6 @@ class Steering:
         title = lines.pop() if lines else ""
         match = classify(lines, title, spec.rules)
         return match.state, match, lines
-
-    def _emitted_start(self, session: str, spec: RuntimeSpec, since_offset: int) -> bool:
-        """Did the runtime emit `run.started` after ``since_offset`` of its pane log?"""
-        path = self.logs_dir / f"{session}.log"
-        if file_size(path) <= since_offset:
-            return False
-        with path.open("rb") as f:
-            f.seek(since_offset)
-            data = f.read(1024 * 1024).decode("utf-8", errors="replace")
-        parser = EmissionParser(spec.events_begin, spec.events_end)
-        return any(
-            isinstance(r, Emitted) and r.event_type == "run.started"
-            for r in parser.feed(data, time.time())
-        )
 
     async def _paste(
         self, pane: Pane, spec: RuntimeSpec, text: str, lines: list[str]
@@ -167,7 +152,7 @@ class Steering:
             before, match, lines = await self.state(pane, spec)
             if before is SessionState.BLOCKED:  # answered, and the next question came up
                 return refusal(match, lines, **answered)
-        since, offset = time.time(), file_size(self.logs_dir / f"{pane.session}.log")
+        since = time.time()
         # The state after the paste is the last look before the submit key: a dialog that
         # came up meanwhile must not get it.
         now, match, lines = await self._paste(pane, spec, text, lines)
@@ -195,17 +180,16 @@ class Steering:
                 details={"verified": False, **answered},
             )
         left = max(FIRST_WAIT_S, timeout_s - (time.monotonic() - started))
-        out = await self._verify(pane, spec, text, row, offset, since, left)
+        out = await self._verify(pane, spec, text, row, since, left)
         return with_details(out, **answered)
 
     async def _proof(
-        self, pane: Pane, spec: RuntimeSpec, text: str, row: int | None, offset: int, since: float
+        self, pane: Pane, spec: RuntimeSpec, text: str, row: int | None, since: float
     ) -> tuple[str | None, SessionState, Match, list[str]]:
         state, match, lines = await self.state(pane, spec)
-        if self.acks.get(pane.session, 0.0) >= since:
-            return "hook", state, match, lines
-        if await anyio.to_thread.run_sync(self._emitted_start, pane.session, spec, offset):
-            return "run.started", state, match, lines
+        at, proof = self.acks.get(pane.session, (0.0, ""))
+        if at >= since:
+            return proof, state, match, lines
         if state in BUSY:
             return f"screen:{state.value}", state, match, lines
         if row is not None and left_input(lines, needle(text), row):
@@ -218,7 +202,6 @@ class Steering:
         spec: RuntimeSpec,
         text: str,
         row: int | None,
-        offset: int,
         since: float,
         timeout_s: float,
     ) -> Outcomes:
@@ -227,7 +210,7 @@ class Steering:
         while True:
             until = min(deadline, time.monotonic() + wait)
             while True:
-                proof, state, match, lines = await self._proof(pane, spec, text, row, offset, since)
+                proof, state, match, lines = await self._proof(pane, spec, text, row, since)
                 if proof is not None:
                     return delivered(proof, state, match, enters)
                 if time.monotonic() >= until:

@@ -4,7 +4,7 @@ changes and run transitions. The discovery pass calls it once per pass."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 
@@ -73,6 +73,7 @@ class EventFlow:
         roster: Roster,
         runtimes: Mapping[str, RuntimeSpec],
         capture_unmanaged: bool = False,
+        acknowledge: Callable[[str, float, str], None] | None = None,
     ) -> None:
         self.origin = origin
         self.outbox = outbox
@@ -84,6 +85,8 @@ class EventFlow:
         self.roster = roster
         self.runtimes = runtimes
         self.capture_unmanaged = capture_unmanaged
+        # The steering's proof that a sent prompt landed (Steering.acknowledge).
+        self.acknowledge = acknowledge
 
     async def ensure_pipes(self, primaries: Mapping[str, Pane]) -> None:
         """Each managed session's first pane piped to its log, and the log read from where it
@@ -142,6 +145,8 @@ class EventFlow:
                     draft.session, draft.event_type, draft.run_id, draft.ts
                 )
                 run_drafts.extend(run_events(o, transitions))
+                if draft.event_type == "run.started" and self.acknowledge is not None:
+                    self.acknowledge(draft.session, draft.ts, "run.started")
         drafts += run_drafts
         after = self.capture.offsets()
         changed = {k: v for k, v in after.items() if before.get(k) != v}

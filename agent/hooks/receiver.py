@@ -70,6 +70,11 @@ class HookReceiver:
         """What decided the session's state last (for `fleet explain`)."""
         return self.last.get(session)
 
+    def account(self, session: str) -> tuple[Resolved | None, HookState | None]:
+        """`fleet explain`'s view (Operations' `signals`): the last pass's decision, and the
+        latest hook state it weighed (seq, when, which event), if any."""
+        return self.last.get(session), self.states.get(session)
+
     def forget(self, session: str) -> None:
         """A relaunch or a kill: what the old process said no longer holds."""
         self.states.pop(session, None)

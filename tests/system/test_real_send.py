@@ -107,7 +107,7 @@ def drive(runtime: str, tmux: realcli.Tmux, model: FakeModel, root: Path) -> Dri
     agent_tmux = AgentTmux(tmux.socket, Path("/dev/null"))
     panes = anyio.run(agent_tmux.list_panes)
     pane = next(p for p in panes if p.session == screen.target)
-    steering = Steering(agent_tmux, root / "logs")
+    steering = Steering(agent_tmux)
     return Driven(screen, signs, steering, load_runtimes()[runtime], pane)
 
 
