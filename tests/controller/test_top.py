@@ -40,9 +40,10 @@ def _command(socket: str) -> str:
     ).stdout.strip()
 
 
-def _pane(socket: str, target: str) -> str:
+def _pane(socket: str, target: str, history: int = 0) -> str:
+    """The visible pane, and ``history`` rows of scrollback above it."""
     return subprocess.run(
-        ["tmux", "-L", socket, "capture-pane", "-p", "-t", target],
+        ["tmux", "-L", socket, "capture-pane", "-p", "-S", str(-history), "-t", target],
         capture_output=True,
         text=True,
         check=False,
@@ -80,7 +81,7 @@ def test_live_view_follows_the_fleet_and_quits_on_q(fleet: Fleet, tmux_socket: s
         # `e` on the selected session runs `fleet explain` in the terminal; Enter comes back.
         keys(viewer, "j", "e")
         wait_for(lambda: "back to fleet top" in _pane(viewer, "top"), what="explain shown")
-        shown = _pane(viewer, "top")
+        shown = _pane(viewer, "top", history=200)  # explain's output is longer than the pane
         assert f"fleet explain {tenant}/h1/coder" in shown and "prompt" in shown, shown
         keys(viewer, "Enter")
         wait_for(lambda: "fleet top" in _pane(viewer, "top").splitlines()[0], what="view back")
