@@ -45,7 +45,7 @@ def _script(rounds: int) -> Script:
     script = Script()
     for i in range(rounds):
         script.on(f"send{i}-", text(f"answer {i}"))
-        script.on(f"vis{i}-", stream(f"visible answer {i} in a few words", 2))
+        script.on(f"vis{i}-", stream(f"visible answer {i} " + "in a few words " * 8, 6))
         script.on(f"cancel{i}-", stream(LONG, 60))
     return script
 
@@ -101,8 +101,11 @@ def _measure(url: str, rt: str, pane: realcli.Pane, model: FakeModel, rounds: in
         pane.wait_for(f"vis{i}-", 10, what="the pasted prompt")
         pane.send_keys("Enter")
         entered = time.monotonic()
-        to_working.append(_until_state(url, rt, "working") - entered)
         request = model.wait_for_prompt(f"vis{i}-", 20)
+        try:
+            to_working.append(_until_state(url, rt, "working", timeout=8) - entered)
+        except TimeoutError:  # a 6 s answer never seen working: counted
+            outcomes["visible:never_working"] = outcomes.get("visible:never_working", 0) + 1
         request.done.wait(30)
         finished = time.monotonic()
         to_idle.append(_until_state(url, rt, "idle") - finished)
