@@ -16,6 +16,7 @@ from common.tomlout import dump_struct
 from controller.attention.rules import AttentionConfig
 from controller.events.streams import StreamSettings
 from controller.events.synthesis.engine import SynthesisConfig
+from controller.reactions.sinks import FORGES, Sink, check
 from protocol.ids import IdError, validate_id, validate_tenant
 
 
@@ -44,6 +45,10 @@ class ControllerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Reaction rules (controller/reactions/rules.py), re-read when the file changes; empty:
     # <data dir>/reactions.toml. No file: no rules.
     reactions_file: str = ""
+    # Where `fleet report weekly` (its timer) also posts the digest, once per week: an issue
+    # comment sink (kind forgejo, gitea or github; controller/reactions/sinks.py). Unset: the
+    # digest lands in the event store only.
+    evidence_inbox: Sink | None = None
     metrics_addr: str | None = None  # HOST:PORT for GET /metrics (Prometheus); off when unset
     # One of several active-active replicas of this fleet's controller (issue 18): each its
     # own id, data_dir and durable event consumer; empty: the only controller, as before.
@@ -88,6 +93,10 @@ def validate(config: ControllerConfig) -> ControllerConfig:
             validate_id(config.replica, "replica")
         except IdError as exc:
             raise ConfigError(str(exc)) from None
+    if config.evidence_inbox is not None:
+        if config.evidence_inbox.kind not in FORGES:
+            raise ConfigError("evidence_inbox: kind must be forgejo, gitea or github")
+        check("evidence_inbox", config.evidence_inbox)
     if config.metrics_addr is not None:
         check_addr("metrics_addr", config.metrics_addr)
     if config.data_path.exists() and not config.data_path.is_dir():

@@ -10,6 +10,7 @@ to an :class:`EmissionParser`, which yields one result per emitted item: an :cla
 agent emits disappears silently, and nothing malformed yields more than one error.
 """
 
+# Long on purpose: one contract read top to bottom: block decoder, streaming parser, events.
 from __future__ import annotations
 
 import json

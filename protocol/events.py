@@ -82,6 +82,7 @@ KNOWN_EVENT_TYPES = frozenset(
         "reaction.skip",
         "reaction.delivery",
         "report.weekly",
+        "report.inbox",
     }
 )
 

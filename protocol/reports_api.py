@@ -56,6 +56,20 @@ class DownPeriod(msgspec.Struct, frozen=True, kw_only=True):
     detection_s: float | None  # silence before the controller declared it down
 
 
+class ReactionRates(msgspec.Struct, frozen=True, kw_only=True):
+    """Reaction decisions in the range, from the stored ``reaction.*`` events: one decision
+    per (event, candidate rule), or one ``no_rule`` skip for an attention candidate."""
+
+    decisions: int = 0
+    matched: int = 0
+    skipped: int = 0
+    match_rate: float | None = None  # of decisions
+    skip_rate: float | None = None
+    skip_reasons: list[Count] = []  # most frequent first
+    delivered: int = 0  # reaction.delivery outcomes
+    failed: int = 0
+
+
 class BaselineReport(msgspec.Struct, frozen=True, kw_only=True):
     since: float | None
     until: float | None
@@ -80,6 +94,7 @@ class BaselineReport(msgspec.Struct, frozen=True, kw_only=True):
     host_down: list[DownPeriod]
     detection_s: Percentiles
     truncated: list[Count] = []  # per listing, rows left out to keep the report bounded
+    reactions: ReactionRates = msgspec.field(default_factory=ReactionRates)
 
 
 class Trend(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,6 +139,7 @@ class WeeklyRequest(Message, frozen=True, tag="report.weekly.request"):
 class WeeklyReply(Message, frozen=True, tag="report.weekly.reply"):
     report: WeeklyReport
     event_key: str | None = None  # idempotency key of the report.weekly event, if posted
+    inbox: str | None = None  # what became of the evidence-inbox comment; None: no inbox
 
 
 class MetricsRequest(Message, frozen=True, tag="metrics.request"):

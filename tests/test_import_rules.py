@@ -130,7 +130,7 @@ def test_the_rules_see_the_packages() -> None:
     found = modules()
     assert {"protocol.codec", "common.natsconn", "agent.daemon", "controller.daemon"} <= set(found)
     pairs = {(a, t) for a, p in found.items() for t in imported(a, p, set(found))}
-    assert ("controller.daemon", "controller.fleet.state") in pairs
+    assert ("controller.parts", "controller.fleet.state") in pairs
     assert ("controller.cli.up", "agent.daemon") in pairs  # allowed: `fleet up`
     assert rule_broken("protocol.codec", "common.natsconn") is not None
     assert rule_broken("agent.daemon", "controller.config") is not None

@@ -6,6 +6,7 @@ on a leased name), runs the verb, and records every command with its outcome as 
 event, refusals included.
 """
 
+# Long on purpose: one class, the checks every command meets in the order it meets them.
 from __future__ import annotations
 
 import logging

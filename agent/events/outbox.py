@@ -168,23 +168,7 @@ class Outbox:
                 self.bump("dropped_at_bound", len(drafts))
                 return []
             raise OutboxFull(f"outbox holds {self._pending} events (max {self.max_events})")
-        events = []
-        rows = []
-        for draft in drafts:
-            self.seq += 1
-            event = msgspec.structs.replace(draft, boot_id=self.boot_id, seq=self.seq)
-            if len(encode(event)) > PAYLOAD_LIMITS[Kind.EVT]:
-                event = oversize_replacement(event)
-            events.append(event)
-            rows.append(
-                (
-                    subjects.msg_id(event.host, event.boot_id, event.seq),
-                    subjects.event(event.tenant, event.host, event.session, event.event_type),
-                    encode(event),
-                    event.session,
-                    event.ts,
-                )
-            )
+        events, rows = self._number(drafts)
         with self._lock:
             db = self.db
             db.execute("BEGIN IMMEDIATE")
@@ -214,6 +198,30 @@ class Outbox:
                 raise
             self._pending += len(rows)
         return events
+
+    def _number(
+        self, drafts: Sequence[Event]
+    ) -> tuple[list[Event], list[tuple[str, str, bytes, str, float]]]:
+        """The drafts with this boot's next seqs, and their outbox rows; `append` takes the
+        seqs back if the rows are not stored."""
+        events = []
+        rows = []
+        for draft in drafts:
+            self.seq += 1
+            event = msgspec.structs.replace(draft, boot_id=self.boot_id, seq=self.seq)
+            if len(encode(event)) > PAYLOAD_LIMITS[Kind.EVT]:
+                event = oversize_replacement(event)
+            events.append(event)
+            rows.append(
+                (
+                    subjects.msg_id(event.host, event.boot_id, event.seq),
+                    subjects.event(event.tenant, event.host, event.session, event.event_type),
+                    encode(event),
+                    event.session,
+                    event.ts,
+                )
+            )
+        return events, rows
 
     def offset(self, session: str) -> tuple[str, int] | None:
         row = self.db.execute(

@@ -7,7 +7,9 @@ is fresh; the screen is the fallback. A hook state stops deciding when
   Claude Code fires no Stop on a user interrupt), or
 - the screen has since changed to a different state (`SETTLE_S` after the hook): something
   happened the runtime did not report (an interrupt, a dialog answered in the pane, a new
-  prompt to a runtime without a start hook).
+  prompt to a runtime without a start hook), or
+- the hook says idle but the screen still shows work `IDLE_HOOK_HOLD_S` later: the next turn
+  began before the screen ever read idle.
 
 Each hook signal carries the inbox's sequence number (arrival order per session) and the
 time the runtime sent it, so `fleet explain` can show "hook Stop #12, 3.2 s ago".
@@ -37,6 +39,12 @@ SETTLE_S: dict[SessionState, float] = {
 }
 
 DEFINITIVE = (SessionState.IDLE, SessionState.WORKING, SessionState.BLOCKED)
+
+# "The turn ended" against a screen that still shows work: the screen may lag the hook by a
+# poll and its debounce, no longer. Past this the screen is right: the next turn began before
+# the screen ever read idle (a prompt typed or queued right after the answer; seen with
+# Codex, whose notify is its only signal, so no start hook would correct it).
+IDLE_HOOK_HOLD_S = 2.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,13 @@ def resolve(hook: HookState | None, screen: ScreenView, now: float) -> Resolved:
     )
     if overtaken:
         why = f"screen became {screen.state.value} after hook {hook.event} #{hook.seq}"
+        return Resolved(screen.state, screen.source, why, hook.seq, age)
+    if (
+        hook.state is SessionState.IDLE
+        and screen.state is SessionState.WORKING
+        and age > IDLE_HOOK_HOLD_S
+    ):
+        why = f"screen still {screen.state.value} {age:.1f}s after hook {hook.event} #{hook.seq}"
         return Resolved(screen.state, screen.source, why, hook.seq, age)
     return Resolved(
         hook.state, "hook", f"hook {hook.event} #{hook.seq}, {age:.1f}s ago", hook.seq, age

@@ -18,6 +18,7 @@ Directives: ``/confirm TEXT`` asks first, ``/fail TEXT`` ends in an error, ``/sl
 works N seconds. Stdlib only: it must start anywhere the package's Python runs.
 """
 
+# Long on purpose: one standalone program; its screen strings and run states read side by side.
 from __future__ import annotations
 
 import argparse

@@ -105,8 +105,8 @@ class CommandRouter:
         self.relay = relay  # where a watch's frames go once the agent accepted it
         self.on_round_trip = on_round_trip  # ms, request to the agent's answer
 
-    async def handle(self, req: CommandRequest) -> CommandResult:
-        command_id = req.command_id or new_command_id()
+    def _where(self, req: CommandRequest, command_id: str) -> tuple[str, str, str] | CommandResult:
+        """The session the request may reach, or the answer that it may not or is unknown."""
         spawn = isinstance(req.body, Spawn)
         allowed = self.tenants_of(req.issued_by)
         named = named_tenant(req.target, spawn)
@@ -120,6 +120,13 @@ class CommandRouter:
         if isinstance(where, str):
             outcome = Outcome.BAD_REQUEST if spawn else Outcome.UNKNOWN_SESSION
             return CommandResult(command_id=command_id, outcome=outcome, message=where)
+        return where
+
+    async def handle(self, req: CommandRequest) -> CommandResult:
+        command_id = req.command_id or new_command_id()
+        where = self._where(req, command_id)
+        if isinstance(where, CommandResult):
+            return where
         tenant, host, session = where
 
         def answer(outcome: Outcome, message: str) -> CommandResult:

@@ -18,6 +18,7 @@ from controller.events.system import Publish, system_event
 from controller.fleet.state import FleetState
 from controller.fleet.statedb import StateDB
 from controller.reports.evidence import baseline, load_inputs
+from controller.reports.inbox import REPORT_HOST, REPORT_SESSION, EvidenceInbox
 from controller.reports.metrics import FleetMetrics
 from controller.reports.render import fmt, fmt_change
 from controller.reports.weekly import weekly
@@ -36,8 +37,6 @@ from protocol.reports_api import (
 )
 
 REPLY_BUDGET_BYTES: Final = 768 * 1024
-REPORT_HOST: Final = "controller"
-REPORT_SESSION: Final = "reports"
 
 
 def weekly_key(tenant: str | None, week: str) -> str:
@@ -107,6 +106,7 @@ class ReportApi:
         self.tenants = list(tenants)
         self.publish = publish
         self.fleet_metrics = metrics
+        self.inbox: EvidenceInbox | None = None  # the weekly digest as an issue comment
 
     async def baseline(self, req: BaselineRequest) -> BaselineReply:
         def build() -> BaselineReport:
@@ -129,13 +129,15 @@ class ReportApi:
         except ValueError as exc:
             return ApiError(code=ErrorCode.BAD_REQUEST, message=str(exc))
         report = msgspec.structs.replace(report, current=_fit_baseline(report.current))
-        key = None
+        key = inbox = None
         if req.post:
             # One event per tenant and week (the key dedupes reruns); the fleet-wide digest
             # goes into the first tenant's stream, since every event belongs to a stream.
             key = weekly_key(req.tenant, report.week)
             await self.post(req.tenant or sorted(tenants)[0], key, report)
-        return WeeklyReply(report=report, event_key=key)
+            if self.inbox is not None:
+                inbox = await self.inbox.offer(report.week, req.tenant, report)
+        return WeeklyReply(report=report, event_key=key, inbox=inbox)
 
     async def post(self, tenant: str, key: str, report: WeeklyReport) -> None:
         summary, payload = digest(report)

@@ -23,6 +23,7 @@ from controller.fleet.latest import Latest
 from controller.fleet.state import FleetState
 from controller.fleet.statedb import StateDB
 from controller.replicas.election import Election
+from controller.reports.inbox import EvidenceInbox
 from controller.reports.metrics import FleetMetrics
 from protocol import api
 from protocol.api import ApiVerb
@@ -42,6 +43,7 @@ def controller_api(
     live: LiveFleet,
     access: Access | None = None,
     election: Election | None = None,
+    inbox: EvidenceInbox | None = None,
 ) -> ApiService:
     fleet = FleetApi(state, heartbeats, store, metrics.recent, config.tenants, config.page_limit)
     fleet.election = election
@@ -53,6 +55,7 @@ def controller_api(
     )
     attention = AttentionApi(live)
     reports = ReportApi(store, db, config.tenants, conns.publish_event, metrics)
+    reports.inbox = inbox
     routes: list[tuple[ApiVerb[Any, Any], Callable[[Any], Awaitable[Any]]]] = [
         (api.PS, fleet.ps),
         (api.STATUS, fleet.status),

@@ -12,6 +12,7 @@ from controller.cli import (
     attention,
     daemons,
     deploy,
+    doctor,
     events,
     fleet,
     init,
@@ -34,6 +35,7 @@ for module in (fleet, steer, events, report, deploy, tenancy, operators, daemons
 attention.register(app)
 top.register(app)
 install.register(app)
+doctor.register(app)
 
 
 def main() -> None:

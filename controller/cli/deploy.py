@@ -15,7 +15,8 @@ from controller.cli.client import ClientError, resolve_operator, resolve_setting
 from controller.cli.common import NatsOpt, fail
 
 if TYPE_CHECKING:
-    from controller.deploy.plan import HostResult
+    from common.natsconn import NatsSettings
+    from controller.deploy.plan import DeployOptions, HostResult
     from controller.deploy.remote import Target
 
 # controller.deploy.plan is imported by the command itself: it brings asyncssh, a third of a
@@ -37,77 +38,90 @@ def _print_result(result: HostResult, out: Console) -> None:
     out.print(f"{who}: {result.outcome.value} ({detail}) in {result.seconds:.1f}s", soft_wrap=True)
 
 
+# The command's options, one alias each, so that the signature below reads as a list.
+HostsArg = Annotated[list[str], typer.Argument(help="[USER@]HOST[:PORT], one or more")]
+TenantOpt = Annotated[str, typer.Option(help="the tenant whose agent this is")]
+HostIdOpt = Annotated[
+    str | None, typer.Option(help="host id (default: the host's hostname; one host only)")
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="show what would change")]
+NatsUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nats-url",
+        help="NATS URL(s) the remote agent connects to, comma-separated "
+        "(default: the servers this CLI uses)",
+    ),
+]
+CredentialsOpt = Annotated[
+    Path | None, typer.Option(help="the host's NATS .creds file, installed 0600")
+]
+RosterOpt = Annotated[
+    Path | None, typer.Option(help="TOML file whose sessions tables become the host's roster")
+]
+TmuxSocketOpt = Annotated[str, typer.Option(help="tmux socket (default fleet-<tenant>)")]
+HeartbeatOpt = Annotated[float, typer.Option(help="seconds between heartbeats")]
+RunAsOpt = Annotated[
+    str | None,
+    typer.Option(help="Linux user the sessions run as when the agent runs as root"),
+]
+AllowRootOpt = Annotated[
+    bool, typer.Option("--allow-root", help="let a root agent run its sessions as root")
+]
+SystemdOpt = Annotated[
+    bool,
+    typer.Option(
+        "--systemd/--no-systemd",
+        help="install fleet-agent@.service, or run the agent under a plain supervisor",
+    ),
+]
+RemoteDirOpt = Annotated[
+    str, typer.Option(help="deploy dir on the host (default ~/.local/share/agentfleet-agent/T)")
+]
+RemotePythonOpt = Annotated[str, typer.Option(help="Python >= 3.11 on the host")]
+SshKeyOpt = Annotated[
+    list[Path] | None, typer.Option("--ssh-key", help="private key file (repeatable)")
+]
+KnownHostsOpt = Annotated[
+    Path | None, typer.Option(help="known_hosts file (default ~/.ssh/known_hosts)")
+]
+AcceptNewOpt = Annotated[
+    bool, typer.Option("--accept-new-host-key", help="trust an unknown host key on first use")
+]
+WheelhouseOpt = Annotated[
+    Path | None,
+    typer.Option(help="deploy these prebuilt wheels instead of building the running version"),
+]
+TimeoutOpt = Annotated[float, typer.Option(help="seconds to wait for the first heartbeat")]
+
+
 def deploy(
-    hosts: Annotated[list[str], typer.Argument(help="[USER@]HOST[:PORT], one or more")],
-    tenant: Annotated[str, typer.Option(help="the tenant whose agent this is")],
-    host_id: Annotated[
-        str | None, typer.Option(help="host id (default: the host's hostname; one host only)")
-    ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would change")] = False,
-    nats_url: Annotated[
-        str | None,
-        typer.Option(
-            "--nats-url",
-            help="NATS URL(s) the remote agent connects to, comma-separated "
-            "(default: the servers this CLI uses)",
-        ),
-    ] = None,
+    hosts: HostsArg,
+    tenant: TenantOpt,
+    host_id: HostIdOpt = None,
+    dry_run: DryRunOpt = False,
+    nats_url: NatsUrlOpt = None,
     nats: NatsOpt = None,
-    credentials: Annotated[
-        Path | None, typer.Option(help="the host's NATS .creds file, installed 0600")
-    ] = None,
-    roster: Annotated[
-        Path | None, typer.Option(help="TOML file whose sessions tables become the host's roster")
-    ] = None,
-    tmux_socket: Annotated[str, typer.Option(help="tmux socket (default fleet-<tenant>)")] = "",
-    heartbeat_interval: Annotated[float, typer.Option(help="seconds between heartbeats")] = 5.0,
-    run_as_user: Annotated[
-        str | None,
-        typer.Option(help="Linux user the sessions run as when the agent runs as root"),
-    ] = None,
-    allow_root: Annotated[
-        bool,
-        typer.Option("--allow-root", help="let a root agent run its sessions as root"),
-    ] = False,
-    systemd: Annotated[
-        bool,
-        typer.Option(
-            "--systemd/--no-systemd",
-            help="install fleet-agent@.service, or run the agent under a plain supervisor",
-        ),
-    ] = True,
-    remote_dir: Annotated[
-        str, typer.Option(help="deploy dir on the host (default ~/.local/share/agentfleet-agent/T)")
-    ] = "",
-    remote_python: Annotated[str, typer.Option(help="Python >= 3.11 on the host")] = "python3",
-    ssh_key: Annotated[
-        list[Path] | None, typer.Option("--ssh-key", help="private key file (repeatable)")
-    ] = None,
-    known_hosts: Annotated[
-        Path | None, typer.Option(help="known_hosts file (default ~/.ssh/known_hosts)")
-    ] = None,
-    accept_new_host_key: Annotated[
-        bool,
-        typer.Option("--accept-new-host-key", help="trust an unknown host key on first use"),
-    ] = False,
-    wheelhouse: Annotated[
-        Path | None,
-        typer.Option(help="deploy these prebuilt wheels instead of building the running version"),
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the first heartbeat")] = 60.0,
+    credentials: CredentialsOpt = None,
+    roster: RosterOpt = None,
+    tmux_socket: TmuxSocketOpt = "",
+    heartbeat_interval: HeartbeatOpt = 5.0,
+    run_as_user: RunAsOpt = None,
+    allow_root: AllowRootOpt = False,
+    systemd: SystemdOpt = True,
+    remote_dir: RemoteDirOpt = "",
+    remote_python: RemotePythonOpt = "python3",
+    ssh_key: SshKeyOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    accept_new_host_key: AcceptNewOpt = False,
+    wheelhouse: WheelhouseOpt = None,
+    timeout: TimeoutOpt = 60.0,
 ) -> None:
     """Install or update the host agent on hosts over SSH and wait for its heartbeat."""
-    from controller.deploy.plan import DeployOptions, Outcome, deploy_all
-    from controller.deploy.remote import SshOptions, Target
+    from controller.deploy.plan import DeployOptions, Outcome
+    from controller.deploy.remote import SshOptions
 
-    if host_id and len(hosts) > 1:
-        fail("--host-id names one host; deploy several hosts with their own hostnames")
-    try:
-        targets = [Target.parse(h) for h in hosts]
-        controller = resolve_settings(nats)
-        operator = resolve_operator(nats)
-    except (ValueError, ClientError) as exc:
-        fail(str(exc))
+    targets, controller, operator = _where(hosts, host_id, nats)
     opts = DeployOptions(
         tenant=tenant,
         host_id=host_id,
@@ -133,6 +147,31 @@ def deploy(
         wheelhouse=wheelhouse,
     )
     out = Console(soft_wrap=True)
+    results = _deploy_with_progress(targets, opts)
+    for result in results:
+        _print_result(result, out)
+    if any(r.outcome is Outcome.FAILED for r in results):
+        raise typer.Exit(1)
+
+
+def _where(
+    hosts: list[str], host_id: str | None, nats: str | None
+) -> tuple[list[Target], NatsSettings, str | None]:
+    """The targets, the controller's NATS settings and the operator, or one line and exit 2."""
+    from controller.deploy.remote import Target
+
+    if host_id and len(hosts) > 1:
+        fail("--host-id names one host; deploy several hosts with their own hostnames")
+    try:
+        return [Target.parse(h) for h in hosts], resolve_settings(nats), resolve_operator(nats)
+    except (ValueError, ClientError) as exc:
+        fail(str(exc))
+
+
+def _deploy_with_progress(targets: list[Target], opts: DeployOptions) -> list[HostResult]:
+    """Deploy to every target, a spinner line per host on a terminal while it runs."""
+    from controller.deploy.plan import deploy_all
+
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.fields[target]}", style="bold"),
@@ -150,11 +189,7 @@ def deploy(
     with progress:
         for target in targets:
             tasks[target] = progress.add_task("waiting", target=str(target), total=None)
-        results = anyio.run(deploy_all, targets, opts, report)
-    for result in results:
-        _print_result(result, out)
-    if any(r.outcome is Outcome.FAILED for r in results):
-        raise typer.Exit(1)
+        return anyio.run(deploy_all, targets, opts, report)
 
 
 def register(app: typer.Typer) -> None:

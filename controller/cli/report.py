@@ -52,9 +52,13 @@ def baseline(
     tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="md or json")] = Format.MD,
     out: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="same as --format json")] = False,
     nats_url: NatsOpt = None,
 ) -> None:
-    """Run rates, latencies, emission compliance, validation errors, gaps and host downtime."""
+    """Run rates, latencies, emission compliance, validation errors, gaps and host downtime,
+    and reaction match/skip rates with the top skip reasons."""
+    if json_out:
+        fmt = Format.JSON
     request = BaselineRequest(since=parse_time(since), until=parse_time(until), tenant=tenant)
 
     async def call(client: ControllerClient) -> BaselineReply:
@@ -102,6 +106,8 @@ def weekly(
         sys.stdout.write(f"{out_dir / f'{stem}.{suffix}'}\n")
     if reply.event_key:
         sys.stdout.write(f"posted {reply.event_key}\n")
+    if reply.inbox:
+        sys.stdout.write(f"evidence inbox: {reply.inbox}\n")
 
 
 def metrics(

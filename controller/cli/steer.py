@@ -10,13 +10,12 @@ import sys
 import uuid
 from typing import Annotated
 
-import anyio
-import msgspec
 import typer
 
-from controller.cli.client import CommandRefused, ControllerClient
+from controller.cli.client import ControllerClient
 from controller.cli.common import JsonOpt, NatsOpt, print_json, run_client
-from protocol import api, decode
+from controller.cli.watching import watch_session
+from protocol import api
 from protocol.commands import (
     SUCCESS,
     Body,
@@ -30,10 +29,7 @@ from protocol.commands import (
     Spawn,
     Stop,
     Takeover,
-    Watch,
-    WatchFrame,
 )
-from protocol.events_api import EventsSearchRequest
 
 # Exit codes: what scripts branch on.
 EXIT_OK, EXIT_FAILED, EXIT_NOT_VERIFIED = 0, 1, 3
@@ -213,7 +209,13 @@ def watch(
 ) -> None:
     """Read-only live view of a session's screen (never sends keys, never resizes)."""
     try:
-        run_client(lambda c: _watch(c, session, events, json_out), nats_url, deadline=None)
+        run_client(
+            lambda c: watch_session(
+                c, session, session_name(session), operator(), events, json_out
+            ),
+            nats_url,
+            deadline=None,
+        )
     except KeyboardInterrupt:
         pass
 
@@ -225,78 +227,3 @@ def register(app: typer.Typer) -> None:
     register_answer(app)
     for command in (send, cancel, takeover, release, spawn, stop, explain, watch):
         app.command()(command)
-
-
-RENEW_S = 2.0
-LEASE_S = 6.0
-
-
-async def _watch(client: ControllerClient, target: str, with_events: bool, json_out: bool) -> None:
-    watcher = f"{operator()}:{uuid.uuid4().hex[:8]}"
-    name = session_name(target)
-    # Frames come to our own inbox: the controller relays them (we may not see tenant subjects).
-    deliver = client.nc.new_inbox()
-    frames = await client.nc.subscribe(deliver)
-
-    async def renew(resync: bool) -> CommandResult:
-        req = CommandRequest(
-            target=target,
-            body=Watch(session=name, watcher=watcher, ttl_s=LEASE_S, resync=resync),
-            issued_by=operator(),
-            timeout_s=5.0,
-            deliver=deliver,
-        )
-        result = await client.call(api.CMD, req)
-        if result.outcome is not Outcome.OK:
-            raise CommandRefused(f"watch {target}: {result.outcome.value}: {result.message}")
-        return result
-
-    first = await renew(False)
-    await renew(True)  # the relay is in place now: ask for the snapshot it could have missed
-    out = sys.stdout
-    since = None
-
-    async def renew_forever() -> None:
-        while True:
-            await anyio.sleep(RENEW_S)
-            await renew(False)
-
-    async def follow_events() -> None:
-        nonlocal since
-        seen: set[int] = set()
-        while True:
-            req = EventsSearchRequest(
-                tenant=first.tenant, host=first.host, session=first.session, since=since, limit=50
-            )
-            reply = await client.call(api.EVENTS_SEARCH, req)
-            for e in sorted(reply.events, key=lambda e: e.id):
-                if e.id in seen:
-                    continue
-                seen.add(e.id)
-                line = (
-                    msgspec.json.encode({"event": e}).decode()
-                    if json_out
-                    else f"[event {e.id}] {e.event_type}: {e.summary}"
-                )
-                out.write(line + "\n")
-            out.flush()
-            await anyio.sleep(1.0)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(renew_forever)
-        if with_events:
-            import time
-
-            since = time.time() - 60
-            tg.start_soon(follow_events)
-        async for msg in frames.messages:
-            frame = decode(msg.data, WatchFrame)
-            if json_out:
-                out.write(msgspec.json.encode(frame).decode() + "\n")
-            else:
-                out.write("\x1b[H\x1b[2J" + frame.screen)
-                out.write(
-                    f"\n\x1b[7m watching {frame.tenant}/{frame.host}/{frame.session} "
-                    f"(read-only, Ctrl-C to stop) \x1b[0m\n"
-                )
-            out.flush()

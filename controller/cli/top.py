@@ -22,6 +22,7 @@ from typing import Annotated
 import anyio
 import msgspec
 import typer
+from nats.aio.subscription import Subscription
 from rich.console import Console
 from rich.live import Live
 
@@ -68,14 +69,22 @@ def cbreak() -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-async def _live(
-    client: ControllerClient, filters: Filters, console: Console, env: dict[str, str]
-) -> None:
-    model = TopModel(filters=filters)
+async def _subscribe(
+    client: ControllerClient, filters: Filters
+) -> tuple[Subscription, FeedRequest]:
+    """The live feed's inbox, subscribed and asked for, and the request that renews it."""
     deliver = client.nc.new_inbox()
     sub = await client.nc.subscribe(deliver)
     feed = FeedRequest(deliver=deliver, ttl_s=FEED_TTL_S, tenant=filters.tenant, host=filters.host)
     await client.call(api.FEED, feed)  # before the listing: nothing between the two is missed
+    return sub, feed
+
+
+async def _live(
+    client: ControllerClient, filters: Filters, console: Console, env: dict[str, str]
+) -> None:
+    model = TopModel(filters=filters)
+    sub, feed = await _subscribe(client, filters)
     model.load(*await listing(client, filters))
     quit_ = anyio.Event()
     dirty = anyio.Event()

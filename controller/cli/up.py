@@ -135,20 +135,26 @@ def _start_nats(opts: UpOptions, data: Path) -> EmbeddedNats:
     return server
 
 
+def _wiring(opts: UpOptions, plan: Plan, data: Path, nats_server: EmbeddedNats) -> Wiring:
+    """Who connects with what: one plain URL when insecure, else an account per tenant (the
+    server's config then includes their users)."""
+    if opts.insecure:
+        plain = NatsSettings(servers=[nats_server.url])
+        return Wiring(
+            api=plain, tenant_nats={}, agents=dict.fromkeys(plan.tenants, plain), cli=plain
+        )
+    store = TenancyStore(data / "controller" / "tenancy")
+    wiring = secure_wiring(store, {c.tenant: c.host_id for c in plan.agents}, nats_server.url)
+    nats_server.extra_config = include_directive(nats_server.config_path, store.auth_conf_path)
+    return wiring
+
+
 async def _up(opts: UpOptions, plan: Plan, data: Path, flags: ExitFlags) -> None:
     for warning in plan.warnings:
         log.warning("%s", warning)
     nats_server = _start_nats(opts, data)
     url = nats_server.url
-    if opts.insecure:
-        plain = NatsSettings(servers=[url])
-        wiring = Wiring(
-            api=plain, tenant_nats={}, agents=dict.fromkeys(plan.tenants, plain), cli=plain
-        )
-    else:
-        store = TenancyStore(data / "controller" / "tenancy")
-        wiring = secure_wiring(store, {c.tenant: c.host_id for c in plan.agents}, url)
-        nats_server.extra_config = include_directive(nats_server.config_path, store.auth_conf_path)
+    wiring = _wiring(opts, plan, data, nats_server)
     agents = [
         HostAgent(cfg, flags=ExitFlags(), run_as=plan.run_as[cfg.tenant])
         for cfg in plan.wired(wiring.agents, data)

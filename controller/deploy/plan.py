@@ -5,6 +5,7 @@ service → heartbeat. Each step compares what it would write with what is there
 run changes nothing and reports `unchanged`.
 """
 
+# Long on purpose: the deploy steps in the order they run, each with its no-change check.
 from __future__ import annotations
 
 import json

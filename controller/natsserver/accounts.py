@@ -11,6 +11,7 @@ the next rendered config no longer names it, and a config reload (SIGHUP) closes
 connections.
 """
 
+# Long on purpose: the registry's records and the store that writes them: one format.
 from __future__ import annotations
 
 import fcntl

@@ -4,6 +4,10 @@
 [sinks.ops]
 url = "http://127.0.0.1:9000/hook"      # a generic JSON webhook: POST the event
 
+[sinks.phone]                           # other kinds: controller/reactions/sinks.py
+kind = "ntfy"                           # ntfy | slack | forgejo | gitea | github | desktop
+url = "https://ntfy.sh/my-fleet"
+
 [[rules]]
 name = "review-done"
 event_type = ["run.completed"]          # globs; empty: any type
@@ -30,6 +34,7 @@ from pathlib import Path
 import msgspec
 
 from common.config import ConfigError, load_toml
+from controller.reactions.sinks import Sink, check
 from protocol.events import Event, Severity
 
 SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
@@ -38,13 +43,6 @@ SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
 class Action(str, Enum):
     NOTIFY = "notify"
     REPLY = "reply"
-
-
-class Sink(msgspec.Struct, frozen=True, kw_only=True):
-    url: str
-    headers: dict[str, str] = {}
-    timeout_s: float = 5.0
-    retries: int = 3  # attempts after the first, with doubling backoff from 0.5 s
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +67,8 @@ class ReactionsFile(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _validate(config: ReactionsFile) -> ReactionsFile:
+    for name, sink in config.sinks.items():
+        check(name, sink)
     names = set()
     for rule in config.rules:
         if rule.name in names:

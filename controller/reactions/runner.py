@@ -4,12 +4,10 @@ the session as a command). docs/protocol.md, "Reactions"."""
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -19,7 +17,8 @@ from common.config import ConfigError
 from controller.events.system import Publish, system_event
 from controller.fleet.state import FleetState
 from controller.reactions.engine import Decision, ReactionEngine
-from controller.reactions.rules import Action, ReactionsFile, Sink, filter_summary, load
+from controller.reactions.rules import Action, ReactionsFile, filter_summary, load
+from controller.reactions.sinks import Deliveries, Message
 from protocol.commands import CommandRequest, CommandResult, Send
 from protocol.events import Event, EventLink, LinkType, Severity
 
@@ -29,19 +28,25 @@ SendCommand = Callable[[CommandRequest], Awaitable[CommandResult]]
 MAX_JOBS = 10_000
 
 
-def _post(sink: Sink, body: bytes) -> int:
-    """One POST; the HTTP status (an HTTPError's too)."""
-    req = urllib.request.Request(
-        sink.url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", **sink.headers},
+PRIORITY = {Severity.WARNING: "high", Severity.ERROR: "urgent", Severity.CRITICAL: "urgent"}
+
+
+def message(d: Decision) -> Message:
+    """What a notify rule says about its event, in every sink's shape."""
+    assert d.rule is not None
+    e = d.event
+    where = f"{e.tenant}/{e.host}/{e.session}"
+    return Message(
+        title=f"{d.rule.name}: {e.event_type} on {where}"[:200],
+        text=f"{e.summary}\n\n{e.severity.value} · {where} · {e.event_type}",
+        data={"rule": d.rule.name, "event": msgspec.to_builtins(e)},
+        priority=PRIORITY.get(e.severity, "default"),
     )
-    try:
-        with urllib.request.urlopen(req, timeout=sink.timeout_s) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    event: Event  # a report.weekly event, for the evidence inbox
 
 
 class Reactions:
@@ -54,13 +59,17 @@ class Reactions:
         self.command = command
         self.engine = ReactionEngine(wall=state.wall)
         self.counters = state.counters  # shown by `fleet status`
+        self.deliveries = Deliveries(self.counters, "reaction")
         self._mtime: float | None = None
-        self._jobs: deque[Event | Decision] = deque()  # events to record, actions to run
+        self._jobs: deque[Event | Decision | _Report] = deque()  # events to record, actions to run
         self._wake = anyio.Event()
         # Replicas (issue 18): actions run only where this says so, asked right before each
         # (the fence: controller/replicas/election.py). Decisions are recorded everywhere,
         # under keys that make the copies one event.
         self.leading: Callable[[], Awaitable[bool]] | None = None
+        # The evidence inbox (controller/reports/inbox.py) is handed each newly stored
+        # report.weekly event, off the ingest path; it decides itself who posts.
+        self.inbox: Callable[[Event], Awaitable[None]] | None = None
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -94,6 +103,11 @@ class Reactions:
 
     async def on_stored(self, events: Sequence[Event], ids: Sequence[int | None]) -> None:
         self.reload()
+        if self.inbox is not None:
+            for event, row in zip(events, ids, strict=True):
+                if row is not None and event.event_type == "report.weekly":
+                    self._jobs.append(_Report(event))
+                    self._wake.set()
         if not self.engine.config.rules and not any(e.attention_candidate for e in events):
             return
         for event, row in zip(events, ids, strict=True):
@@ -157,6 +171,9 @@ class Reactions:
                 try:
                     if isinstance(job, Event):
                         await self.publish(job)
+                    elif isinstance(job, _Report):
+                        if self.inbox is not None:
+                            await self.inbox(job.event)
                     elif self.leading is not None and not await self.leading():
                         self.count("reaction_actions_not_leader")
                     elif job.rule is not None and job.rule.action is Action.NOTIFY:
@@ -169,30 +186,11 @@ class Reactions:
     async def _notify(self, d: Decision) -> None:
         assert d.rule is not None and d.rule.sink is not None
         sink = self.engine.config.sinks.get(d.rule.sink)
-        if sink is None:
-            self.count("reaction_dead_letter")
+        if sink is None:  # the rules changed since the decision
+            self.deliveries.dead_letter()
             return
-        body = json.dumps(
-            {"rule": d.rule.name, "event": msgspec.to_builtins(d.event)}, default=str
-        ).encode()
-        status, delay = 0, 0.5
-        for attempt in range(sink.retries + 1):
-            try:
-                status = await anyio.to_thread.run_sync(_post, sink, body)
-            except OSError as exc:
-                status = 0
-                log.debug("reactions: %s: %s", sink.url, exc)
-            if 200 <= status < 300:
-                break
-            if attempt < sink.retries:
-                self.count("reaction_retries")
-                await anyio.sleep(delay)
-                delay *= 2
-        ok = 200 <= status < 300
-        if not ok:
-            self.count("reaction_dead_letter")
-        self.count("reaction_delivered" if ok else "reaction_failed")
-        self._outcome(d, "delivered" if ok else "failed", f"HTTP {status or 'unreachable'}")
+        out = await self.deliveries.send(sink, message(d))
+        self._outcome(d, out.outcome, f"{sink.kind.value} {out.detail}")
 
     async def _reply(self, d: Decision) -> None:
         assert d.rule is not None and d.rule.reply is not None

@@ -15,6 +15,7 @@ Definitions:
 - weeks are ISO weeks in UTC, Monday 00:00 to the next Monday 00:00.
 """
 
+# Long on purpose: the definitions above beside the functions that compute them.
 from __future__ import annotations
 
 import sqlite3
@@ -30,6 +31,7 @@ from controller.events.store.schema import EVENT_COLUMNS
 from controller.fleet.state import HostEntry, Transition
 from controller.fleet.statedb import StateDB
 from controller.reports.metrics import number, run_outcome, synth_rule, text
+from controller.reports.reaction_rates import ReactionTally
 from protocol.api import HostState
 from protocol.events_api import SeqGap, StoredEvent
 from protocol.reports_api import (
@@ -169,9 +171,12 @@ class Tally:
     synthesized: Counter[str] = field(default_factory=Counter)
     cancel_ms: list[float] = field(default_factory=list)
     rtt_ms: list[float] = field(default_factory=list)
+    reactions: ReactionTally = field(default_factory=ReactionTally)
 
     def add(self, e: StoredEvent) -> None:
         self.events += 1
+        if e.event_type.startswith("reaction."):
+            self.reactions.add(e)
         self.by_type[e.event_type] += 1
         self.by_source[e.source_kind.value] += 1
         rule = synth_rule(e.tags, e.idempotency_key)
@@ -249,6 +254,7 @@ def baseline(
     return _baseline(inputs, since, until, tenant)[0]
 
 
+# Long on purpose: one report, field by field in BaselineReport's order.
 def _baseline(
     inputs: Inputs, since: float | None, until: float | None, tenant: str | None
 ) -> tuple[BaselineReport, Tally]:
@@ -313,5 +319,6 @@ def _baseline(
         host_down=downs[:MAX_ROWS],
         detection_s=percentiles(detection),
         truncated=truncated,
+        reactions=tally.reactions.rates(),
     )
     return report, tally

@@ -69,6 +69,7 @@ def count_table(title: str, rows: list[Count]) -> list[str]:
     return ["", f"### {title}", "", *table((title, "count"), ((c.key, str(c.count)) for c in rows))]
 
 
+# Long on purpose: the report page top to bottom: one list of lines reads as the page.
 def baseline_md(r: BaselineReport, heading: str = "Fleet baseline report") -> str:
     c = r.compliance
     lines = [
@@ -90,6 +91,9 @@ def baseline_md(r: BaselineReport, heading: str = "Fleet baseline report") -> st
         f"- sequence gaps: {r.sequence_gaps}" + ("" if r.sequence_gaps == 0 else " (must be 0)"),
         f"- host down periods: {len(r.host_down)}; detection p50/p95: "
         f"{fmt(r.detection_s.p50, '_s')} / {fmt(r.detection_s.p95, '_s')} s",
+        f"- reactions: {r.reactions.decisions} decisions, matched "
+        f"{fmt(r.reactions.match_rate, '_share')}, skipped {fmt(r.reactions.skip_rate, '_share')};"
+        f" {r.reactions.delivered} delivered, {r.reactions.failed} failed",
     ]
     lines += ["", "## Runs"]
     for title, rows in (
@@ -106,6 +110,7 @@ def baseline_md(r: BaselineReport, heading: str = "Fleet baseline report") -> st
     lines += count_table("synthesis rule", r.synthesized_by_rule)
     lines += count_table("command verb:outcome", r.commands)
     lines += count_table("session needing the operator", r.operator_action_sessions)
+    lines += count_table("reaction skip reason", r.reactions.skip_reasons)
     lines += ["", "## Hosts", "", "### down periods", ""]
     lines += table(
         ("host", "down at", "up at", "duration s", "detection s"),
@@ -138,7 +143,9 @@ def trend_rows(trends: list[Trend], group: str) -> list[tuple[str, ...]]:
     ]  # fmt: skip
 
 
-def weekly_md(w: WeeklyReport, chart: str | None = None) -> str:
+def weekly_md(w: WeeklyReport, chart: str | None = None, chart_text: str | None = None) -> str:
+    """``chart``: the SVG's address, as an image; ``chart_text``: the chart drawn in text, for
+    where no file can go along (an issue comment: forges strip ``data:`` images)."""
     header = ("key", "metric", w.week, w.previous_week, "change")
     lines = [
         f"# Fleet weekly report {w.week}",
@@ -148,6 +155,8 @@ def weekly_md(w: WeeklyReport, chart: str | None = None) -> str:
     ]
     if chart:
         lines += ["", f"![runs per day, {w.week} vs {w.previous_week}]({chart})"]
+    if chart_text:
+        lines += ["", f"Runs per day, {w.week} (█) vs {w.previous_week} (░):", "", chart_text]
     for group, title in (
         ("total", "Totals"),
         ("runtime", "By runtime"),
@@ -168,6 +177,16 @@ def weekly_md(w: WeeklyReport, chart: str | None = None) -> str:
 
 
 DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def daily_text(w: WeeklyReport, width: int = 40) -> str:
+    """The daily chart of ``daily_svg`` as a fenced block of bars: Markdown anywhere."""
+    peak = max([1, *w.daily_runs, *w.previous_daily_runs])
+    rows = []
+    for day, now, before in zip(DAYS, w.daily_runs, w.previous_daily_runs, strict=True):
+        rows.append(f"{day} █ {'█' * round(width * now / peak):<{width}} {now}")
+        rows.append(f"    ░ {'░' * round(width * before / peak):<{width}} {before}")
+    return "```\n" + "\n".join(rows) + "\n```"
 
 
 def daily_svg(w: WeeklyReport) -> str:

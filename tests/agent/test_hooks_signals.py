@@ -20,7 +20,15 @@ from agent.hooks.receiver import (
     preparer,
     prompt_acks,
 )
-from agent.hooks.signals import HOOK_TTL_S, SETTLE_S, HookState, ScreenView, newer, resolve
+from agent.hooks.signals import (
+    HOOK_TTL_S,
+    IDLE_HOOK_HOLD_S,
+    SETTLE_S,
+    HookState,
+    ScreenView,
+    newer,
+    resolve,
+)
 from agent.hooks.wiring import spool_path
 from protocol.heartbeat import SessionState
 
@@ -187,3 +195,15 @@ def test_a_busy_screen_after_an_idle_hook_is_new_activity() -> None:
     # ...but the last spinner frame of the turn that just ended does not.
     assert resolve(hook(IDLE, at=100.0), ScreenView(W, 95.0), 100.2).state is IDLE
     assert resolve(hook(IDLE, at=100.0), ScreenView(W, 100.3), 100.6).state is IDLE
+
+
+def test_an_idle_hook_gives_way_to_a_screen_that_never_stopped_working() -> None:
+    # Codex: turn N's notify arrives while the screen (debounced) still shows turn N; turn
+    # N+1 began before the screen ever read idle. Briefly the hook wins (the screen may lag),
+    # then the screen does.
+    still = ScreenView(W, 90.0)
+    assert resolve(hook(IDLE, at=100.0), still, 101.0).state is IDLE
+    r = resolve(hook(IDLE, at=100.0), still, 100.0 + IDLE_HOOK_HOLD_S + 0.1)
+    assert (r.state, r.source) == (W, "screen") and "still working" in r.reason
+    # A working hook against an idle screen is not affected (the screen lags the prompt).
+    assert resolve(hook(W, at=100.0), ScreenView(IDLE, 90.0), 104.0).state is W

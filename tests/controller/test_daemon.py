@@ -1,4 +1,5 @@
-"""The controller's wiring, without a network: what `Controller.__init__` builds."""
+"""The controller's wiring, without a network: what `Controller.__init__` builds
+(controller/parts.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from protocol.api import VERBS
 
 def test_the_controller_serves_every_verb_of_the_table(tmp_path: Path) -> None:
     controller = Controller(ControllerConfig(tenants=["acme"], data_dir=str(tmp_path)))
-    assert sorted(controller.api._routes) == sorted(VERBS)
+    assert sorted(controller.parts.api._routes) == sorted(VERBS)
 
 
 def test_the_cli_and_the_daemons_expand_home_in_credential_paths_alike() -> None:

@@ -53,24 +53,26 @@ def anyio_backend() -> str:
 
 @pytest.mark.anyio
 async def test_the_controller_does_not_judge_a_host_whose_heartbeat_it_holds(tmp_path) -> None:
-    """The daemon's liveness loop asks the intake: a host overdue only because its parked
-    heartbeat has not been processed yet stays ok; an overdue host with none goes suspect."""
+    """The liveness loop asks the intake: a host overdue only because its parked heartbeat
+    has not been processed yet stays ok; an overdue host with none goes suspect."""
+    from dataclasses import replace
+
     from controller.config import ControllerConfig
-    from controller.daemon import Controller
     from controller.fleet.state import Transition
+    from controller.parts import assemble
     from protocol import subjects
     from protocol.api import HostState
     from tests.controller.test_state import hb, make
 
-    controller = Controller(
+    parts = assemble(
         ControllerConfig(tenants=["acme"], data_dir=str(tmp_path), liveness_tick_s=0.01)
     )
     state, clock = make()
-    controller.state = state
+    hearing = replace(parts.hearing, state=state)  # the daemon's wiring, on a clock we move
     state.on_heartbeat(hb(host="held"))
     state.on_heartbeat(hb(host="silent"))
     clock.now += 15.1  # both past 3 intervals of 5 s
-    await controller.heartbeats.park(msg(subjects.heartbeat("acme", "held"), b"{}"))
+    await parts.heartbeats.park(msg(subjects.heartbeat("acme", "held"), b"{}"))
     judged: list[Transition] = []
     silent_suspect = anyio.Event()
 
@@ -80,9 +82,9 @@ async def test_the_controller_does_not_judge_a_host_whose_heartbeat_it_holds(tmp
             if transition.host == "silent":
                 silent_suspect.set()
 
-    controller._record = record  # type: ignore[method-assign]
+    hearing.record = record  # type: ignore[method-assign]
     async with anyio.create_task_group() as tg:
-        tg.start_soon(controller._liveness_loop)
+        tg.start_soon(hearing.liveness_loop)
         with anyio.fail_after(5):
             await silent_suspect.wait()
         tg.cancel_scope.cancel()

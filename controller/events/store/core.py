@@ -10,6 +10,7 @@ opened with ``check_same_thread=False``, so calls may come from any worker threa
 the reader run while the writer holds its transaction; readers see only committed batches.
 """
 
+# Long on purpose: one class owns both connections and their locks; SQL is elsewhere.
 from __future__ import annotations
 
 import sqlite3

@@ -12,6 +12,7 @@ is; ``_memos`` holds a few recent facts per session (unmatched run ends, our syn
 events) that a late real event needs. Both are LRU tables capped at ``max_sessions``.
 """
 
+# Long on purpose: one state machine over one per-session memory; pure parts in rules.
 from __future__ import annotations
 
 import heapq

@@ -13,6 +13,7 @@ run.error | screen:<old>-><new>>``. boot_id is ``s`` + sha256(key)[:15], seq is 
 the signal's own time.
 """
 
+# Long on purpose: the pure pieces of every rule beside the keys above; none long.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
