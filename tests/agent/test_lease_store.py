@@ -1,6 +1,6 @@
 """Takeover leases in the outbox DB: each change is committed with its lease event, a new
 agent process restores them, and an expiry is reported exactly once (the integration tests,
-with a real kill -9, are tests/controller/test_leases.py)."""
+with a real kill -9, are tests/system/test_leases.py)."""
 
 from __future__ import annotations
 

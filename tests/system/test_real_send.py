@@ -1,7 +1,7 @@
 """`send` and `answer` against the real Claude Code, Codex and pi CLIs, against the fake model.
 
 The host agent's own `Steering` (agent/control/steering.py) drives a real tmux pane; no NATS
-(tests/controller/test_steering.py covers the command path with the stub). What must hold:
+(tests/system/test_steering.py covers the command path with the stub). What must hold:
 
 - `send --verify` delivers short, 200-character and multi-line text whole to the model;
 - a session blocked on a tool-approval dialog refuses `send`: nothing is typed, the dialog

@@ -16,8 +16,8 @@ import pytest
 from controller.reactions.engine import ReactionEngine
 from controller.reactions.rules import Action, ReactionsFile, Rule
 from protocol.events import Event
-from tests.controller.test_steering import cli_json, events, stub, up
 from tests.support.fleet import Fleet, wait_for
+from tests.system.test_steering import cli_json, events, stub, up
 
 
 class Receiver:

@@ -7,8 +7,8 @@ import os
 import shlex
 import subprocess
 
-from tests.controller.test_steering import cli_json, stub, up
 from tests.support.fleet import BIN, Fleet, wait_for
+from tests.system.test_steering import cli_json, stub, up
 
 
 def test_once_prints_a_table_of_the_sessions(fleet: Fleet, tmux_socket: str) -> None:

@@ -19,8 +19,8 @@ import nats
 
 from protocol import decode, encode, subjects
 from protocol.commands import MAX_REASON_CHARS, Command, CommandResult, Outcome, Watch
-from tests.controller.test_steering import cli_json, events, stub, up
 from tests.support.fleet import Fleet, wait_for
+from tests.system.test_steering import cli_json, events, stub, up
 
 ALICE, BOB = {"FLEET_OPERATOR": "alice"}, {"FLEET_OPERATOR": "bob"}
 

@@ -21,7 +21,8 @@ from common.natsconn import NatsSettings
 from controller.events.streams import StreamSettings
 from controller.natsserver.embedded import EmbeddedNats, free_port
 from protocol import subjects
-from tests.controller.test_events_delivery import (
+from tests.support.fleet import BIN, Fleet, wait_for
+from tests.system.test_events_delivery import (
     EVENTS_PER_RUN,
     all_stored,
     assert_exactly_once_in_order,
@@ -29,8 +30,7 @@ from tests.controller.test_events_delivery import (
     send_prompts,
     stub,
 )
-from tests.controller.test_liveness import transitions
-from tests.support.fleet import BIN, Fleet, wait_for
+from tests.system.test_liveness import transitions
 
 NODES = 3
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from agent.config import SessionSpec, dump
-from tests.controller.test_up_trust import DEMO, demo_args, sock, start_up  # noqa: F401
 from tests.support.fleet import BIN, Fleet, Proc, rows_by_session, wait_for
+from tests.system.test_up_trust import DEMO, demo_args, sock, start_up  # noqa: F401
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -211,7 +211,7 @@ case "$3" in fleet-controller.service) echo disabled; exit 1 ;; *) echo enabled 
 
 
 def test_doctor_checks_the_units_fleet_install_enabled(tmp_path: Path, tmux_socket: str) -> None:
-    from tests.controller.test_install import Box, linger_expected
+    from tests.system.test_install import Box, linger_expected
 
     box = Box(tmp_path, tmux_socket)
     assert box.install().returncode == 0

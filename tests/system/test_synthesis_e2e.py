@@ -8,8 +8,8 @@ from typing import Any
 
 from agent.config import SessionSpec
 from controller.events.synthesis.engine import SynthesisConfig
-from tests.controller.test_events_delivery import send_prompts
 from tests.support.fleet import Fleet, wait_for
+from tests.system.test_events_delivery import send_prompts
 
 GRACE = 1.0
 

@@ -44,7 +44,7 @@ def second_host(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> I
 
 @pytest.mark.root
 def test_deploy_into_a_second_host_then_unchanged(second_host: SecondHost) -> None:
-    from tests.controller.test_events_delivery import send_prompts, stored
+    from tests.system.test_events_delivery import send_prompts, stored
 
     host = second_host
     roster = stub_roster(host.tmp / "roster.toml")

@@ -23,10 +23,10 @@ from controller.config import ControllerConfig
 from controller.events.streams import StreamSettings
 from controller.events.system import system_event
 from protocol import encode, subjects
-from tests.controller.test_cluster import Cluster, _cli_with, cluster  # noqa: F401 (the fixture)
-from tests.controller.test_events_delivery import EVENTS_PER_RUN, emitted_keys, send_prompts, stub
-from tests.controller.test_reactions import Receiver, receiver  # noqa: F401 (the fixture)
 from tests.support.fleet import Fleet, Proc, wait_for
+from tests.system.test_cluster import Cluster, _cli_with, cluster  # noqa: F401 (the fixture)
+from tests.system.test_events_delivery import EVENTS_PER_RUN, emitted_keys, send_prompts, stub
+from tests.system.test_reactions import Receiver, receiver  # noqa: F401 (the fixture)
 
 TTL_S = 3.0
 

@@ -13,15 +13,6 @@ import pytest
 
 from agent.config import AgentConfig
 from protocol.heartbeat import DOWN_AFTER_INTERVALS, SUSPECT_AFTER_INTERVALS
-from tests.controller.test_events_delivery import (
-    EVENTS_PER_RUN,
-    all_stored,
-    assert_exactly_once_in_order,
-    emitted_keys,
-    send_prompts,
-    stored,
-)
-from tests.controller.test_liveness import transitions
 from tests.support.fleet import wait_for
 from tests.support.netns import (
     INTERVAL,
@@ -30,6 +21,15 @@ from tests.support.netns import (
     snapshot_wheelhouse,
     stub_roster,
 )
+from tests.system.test_events_delivery import (
+    EVENTS_PER_RUN,
+    all_stored,
+    assert_exactly_once_in_order,
+    emitted_keys,
+    send_prompts,
+    stored,
+)
+from tests.system.test_liveness import transitions
 
 TICK = 0.1  # liveness_tick_s of the test controller
 

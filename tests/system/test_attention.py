@@ -16,8 +16,8 @@ from controller.fleet.state import FleetState
 from protocol.attention import AttentionAction, AttentionKind, ItemState
 from protocol.events import Event, Severity
 from protocol.heartbeat import Heartbeat, SessionSnapshot, SessionState
-from tests.controller.test_steering import cli_json, events, screen, stub, up
 from tests.support.fleet import Fleet, wait_for
+from tests.system.test_steering import cli_json, events, screen, stub, up
 
 
 def items(fleet: Fleet, tenant: str, *args: str) -> list[dict[str, Any]]:

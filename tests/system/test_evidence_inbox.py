@@ -21,8 +21,8 @@ from controller.reports.inbox import EvidenceInbox, comment
 from protocol.events import Event
 from protocol.reports_api import WeeklyReport
 from tests.controller.test_sinks import TOKEN, Receiver
-from tests.controller.test_steering import tenant_id
 from tests.support.fleet import Fleet, wait_for
+from tests.system.test_steering import tenant_id
 
 WEEK = "2026-W47"
 
