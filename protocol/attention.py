@@ -17,6 +17,7 @@ class AttentionKind(str, Enum):
     ACTION_REQUIRED = "operator_action_required"
     RISK = "risk_detected"
     CANDIDATE = "attention_candidate"  # a known event type at warning or worse
+    REVIEW = "review"  # a run finished with artifact_refs for someone to look at
     STUCK = "stuck"  # working, no output for the runtime's stuck_after_s
     DEAD = "dead"  # the pane's process exited, or the session is missing
     RESTARTING = "restarting"  # dead, and the supervisor has restarted it before

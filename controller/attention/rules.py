@@ -165,8 +165,10 @@ def host_conditions(entry: HostEntry, now: float, config: AttentionConfig) -> li
 
 def event_condition(event: Event) -> Condition | None:
     """The item a stored event opens, by the seed rule; None for most events."""
-    if not event.attention_candidate or event.event_type not in KNOWN_EVENT_TYPES:
-        return None
+    if event.event_type not in KNOWN_EVENT_TYPES:
+        return None  # unknown types never push, whatever they claim
+    if not event.attention_candidate:
+        return _review(event)
     if event.operator_action_required:
         kind = AttentionKind.ACTION_REQUIRED
     elif event.risk_detected:
@@ -186,6 +188,24 @@ def event_condition(event: Event) -> Condition | None:
         event.ts,
         cause=event.idempotency_key or f"{event.host}:{event.boot_id}:{event.seq}",
         ident=ident,
+    )
+
+
+def _review(event: Event) -> Condition | None:
+    """A run done with artifacts to look at (a PR, a report): an item until someone acks it."""
+    if event.event_type != "run.completed" or not event.artifact_refs:
+        return None
+    refs = ", ".join(event.artifact_refs[:3]) + (" …" if len(event.artifact_refs) > 3 else "")
+    return Condition(
+        AttentionKind.REVIEW,
+        Severity.INFO,
+        event.tenant,
+        event.host,
+        event.session,
+        f"run done, to review: {refs} ({event.summary})"[:300],
+        event.ts,
+        cause=event.idempotency_key or f"{event.host}:{event.boot_id}:{event.seq}",
+        ident=event.dedupe_key or event.idempotency_key or f"{event.boot_id}:{event.seq}",
     )
 
 

@@ -150,6 +150,15 @@ def test_only_known_attention_candidates_push() -> None:
     assert risk.severity is Severity.ERROR
 
 
+def test_a_run_done_with_artifacts_is_an_item_to_review() -> None:
+    refs = {"artifact_refs": ["https://forge.example/pr/7"]}
+    review = event_condition(_event("run.completed", **refs))
+    assert review is not None and review.kind is AttentionKind.REVIEW
+    assert "https://forge.example/pr/7" in review.why
+    assert event_condition(_event("tool_result", **refs)) is None  # only a finished run
+    assert event_condition(_event("made.up.done", **refs)) is None  # unknown never pushes
+
+
 def test_queue_order_ack_snooze_and_resolution() -> None:
     clock = [1000.0]
     queue = AttentionQueue(wall=lambda: clock[0])
