@@ -217,6 +217,7 @@ class Ingest:
                     return await anyio.to_thread.run_sync(self.store.insert_many, events, stamps)
             except Exception:
                 attempt += 1
+                self.count("store_write_failures")  # `fleet status` shows it
                 log.exception(
                     "storing %d events of %s failed (attempt %d)", len(events), tenant, attempt
                 )

@@ -4,9 +4,15 @@ that says why (and is stored, not dropped)."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+import anyio
 import pytest
 
-from controller.events.ingest import event_from_message
+from controller.events.ingest import Ingest, event_from_message
+from controller.events.store.core import EventStore
+from controller.events.streams import StreamSettings
 from protocol import encode, subjects
 from protocol.events import Event, SourceKind
 
@@ -55,3 +61,24 @@ def test_a_mismatch_becomes_a_validation_error_saying_why(
     assert got.idempotency_key == "invalid:FLEET_EVT_acme:99"
     assert complaint in got.payload["detail"]
     assert got.ts == 5.0
+
+
+def test_a_failed_store_write_is_counted_and_retried(tmp_path: Path) -> None:
+    """A write that fails (disk full, I/O error) is retried, never skipped, and counted where
+    `fleet status` shows it (`store_write_failures`)."""
+    store = EventStore(tmp_path / "events.db")
+    store.open()
+    real = store.insert_many
+    failures = [sqlite3.OperationalError("disk I/O error")]
+
+    def flaky(events: list[Event], received_at: object) -> list[int | None]:
+        if failures:
+            raise failures.pop()
+        return real(events, received_at)  # type: ignore[arg-type]
+
+    store.insert_many = flaky  # type: ignore[method-assign]
+    counters: dict[str, int] = {}
+    ingest = Ingest(store, ["acme"], StreamSettings(), counters=counters)
+    ids = anyio.run(ingest._store_until_done, [make()], [1.0], "acme", anyio.Lock())
+    assert ids == [1] and counters == {"store_write_failures": 1}
+    store.close()
