@@ -68,6 +68,7 @@ KNOWN_EVENT_TYPES = frozenset(
         "blocked",  # a runtime's hook: it waits for the operator (agent/hooks/translate.py)
         "stale",
         "session.state",
+        "session.unrepresentable",
         "validation_error",
         "command",
         "operator.answer",

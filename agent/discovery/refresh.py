@@ -88,6 +88,7 @@ class Discovery:
             self.snapshots = snapshots
             self._refreshed_at = time.monotonic()
             skipped = self.table.skipped_names
+            await self.flow.note_unrepresentable(skipped, now)
             await self.flow.ensure_pipes(
                 {name: pane for name, pane in primaries.items() if name not in skipped}
             )

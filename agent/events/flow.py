@@ -3,6 +3,7 @@ changes and run transitions. The discovery pass calls it once per pass."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 
@@ -19,7 +20,7 @@ from agent.events.outbox import Outbox, OutboxFull
 from agent.events.publisher import Wakeup
 from agent.events.runs import RunState, RunTracker
 from protocol.emission import DEFAULT_BEGIN, DEFAULT_END, to_event
-from protocol.events import Event, SourceKind
+from protocol.events import Event, Severity, SourceKind
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,34 @@ class EventFlow:
         self.capture_unmanaged = capture_unmanaged
         # The steering's proof that a sent prompt landed (Steering.acknowledge).
         self.acknowledge = acknowledge
+        self._unrepresentable: set[str] = set()  # reported once per agent run
+
+    async def note_unrepresentable(self, names: set[str], now: float) -> None:
+        """A session whose name cannot be a subject token (made by hand: `_holder`, `a b`) is
+        not tracked, but never silently: one `session.unrepresentable` event each, under a
+        stable stand-in id (`unnamed-<sha256 of the name, 8 hex>`), the real name in the payload."""
+        new = sorted(names - self._unrepresentable)
+        if not new:
+            return
+        self._unrepresentable.update(new)
+        events = []
+        for name in new:
+            stand_in = "unnamed-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+            log.warning("session %r: its name cannot be an id; reported as %s", name, stand_in)
+            events.append(
+                self.origin.event(
+                    stand_in,
+                    "session.unrepresentable",
+                    f"a session named {name[:60]!r} cannot be tracked: rename it to "
+                    "[A-Za-z0-9][A-Za-z0-9_-]{0,63}",
+                    SourceKind.SYSTEM,
+                    ts=now,
+                    severity=Severity.WARNING,
+                    payload={"name": name[:200]},
+                )
+            )
+        await anyio.to_thread.run_sync(lambda: self.outbox.append(events, droppable=True))
+        self.wakeup.set()
 
     async def ensure_pipes(self, primaries: Mapping[str, Pane]) -> None:
         """Each managed session's first pane piped to its log, and the log read from where it

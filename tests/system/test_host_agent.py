@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -135,6 +136,36 @@ def test_dead_missing_drift_and_unmanaged_are_flagged(fleet: Fleet, tmux_socket:
     assert rows["byhand"]["session"]["managed"] is False
     problems = {r["session"]["name"] for r in fleet.ps("--tenant", tenant, "--problems")}
     assert problems == {"victim", "vanish", "byhand", "liar"}
+
+
+def test_a_session_whose_name_cannot_be_an_id_is_reported_once(
+    fleet: Fleet, tmux_socket: str
+) -> None:
+    tenant = tenant_id()
+    fleet.start_controller(fleet.controller_config([tenant]))
+    fleet.start_agent(fleet.agent_config(tenant, "h1", tmux_socket, [SessionSpec(name="coder")]))
+    wait_for(lambda: sessions_in(fleet, tenant, 1), timeout=30, what="the roster up")
+    for name in ("_holder", "later"):  # `later` is a valid name: it comes after, as a marker
+        subprocess.run(
+            ["tmux", "-L", tmux_socket, "new-session", "-d", "-s", name, "sleep 600"], check=True
+        )
+    wait_for(
+        lambda: "later" in rows_by_session(fleet.ps("--tenant", tenant)),
+        timeout=15,
+        what="the marker session listed",
+    )
+
+    def reported() -> list[dict[str, Any]]:
+        result = fleet.cli(
+            "events", "search", "--tenant", tenant, "--type", "session.unrepresentable", "--json"
+        )
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    [event] = wait_for(reported, timeout=15, what="the unrepresentable session reported")
+    assert event["payload"]["name"] == "_holder" and event["session"].startswith("unnamed-")
+    # Many discovery passes later (the marker was listed after it), still exactly one.
+    assert len(reported()) == 1
+    assert "_holder" not in rows_by_session(fleet.ps("--tenant", tenant))
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
