@@ -108,7 +108,10 @@ case "$cmd" in
         log "mypy"
         "$VENV/bin/mypy"  # what and how strictly: [tool.mypy] in pyproject.toml
         log "pytest"
-        exec "$VENV/bin/python" -m pytest "$@"
+        # Most of the suite waits on real processes (NATS, daemons, tmux, node CLIs), not on
+        # the CPU: three workers fit two cores. One module per worker (--dist loadfile), so a
+        # module's nats-server and fleet fixtures are built once. FLEET_TEST_WORKERS=0: serial.
+        exec "$VENV/bin/python" -m pytest -n "${FLEET_TEST_WORKERS:-3}" --dist loadfile "$@"
         ;;
     *)
         sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
