@@ -82,7 +82,10 @@ class Controller:
         await p.ingest.setup(p.conns.jetstreams())
         if p.election is not None:
             await p.election.open(nc.jetstream())
-            await p.election.step()  # a lone replica leads from its first second
+            try:  # a lone replica leads from its first second
+                await p.election.step()
+            except Exception as exc:  # the KV's stream between leaders: the run loop retries
+                log.warning("leader election at startup: %s", exc or type(exc).__name__)
         await p.synthesis.warm()
         await p.hearing.listen(p.conns.by_tenant, self._subs)
         await p.api.start(nc)

@@ -84,8 +84,12 @@ class HookReceiver:
 
 def prompt_acks(drained: list[tuple[HookSignal, Meaning]]) -> list[tuple[str, float]]:
     """(session, at) of each prompt the runtime took: `Steering.acknowledge` counts them as
-    proof that a sent prompt landed (Claude's UserPromptSubmit, pi's agent_start)."""
-    return [(sig.session, sig.at) for sig, m in drained if m.event_type == "run.started"]
+    proof that a sent prompt landed. A start (Claude's UserPromptSubmit, pi's agent_start), or
+    a turn that ended after the send (Codex's notify is its only signal: a quick answer ends
+    before a screen poll ever reads it working). A send to a busy session answers `queued`
+    before any proof is sought, so a turn ending after a send is the sent prompt's."""
+    taken = ("run.started", "run.completed")
+    return [(sig.session, sig.at) for sig, m in drained if m.event_type in taken]
 
 
 def hook_events(

@@ -12,10 +12,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controller.attention.rules import HOST_KINDS, RESOLUTIONS, SEVERITY_RANK, Condition
-from protocol.attention import AttentionAction, AttentionItem, ItemState
+from protocol.attention import AttentionAction, AttentionItem, AttentionKind, ItemState
+
+# Kinds whose text may become more precise while the condition holds (a dead pane's exit
+# status arrives a pass after it is seen dead); others keep the text they opened with.
+REFINED = frozenset({AttentionKind.DEAD, AttentionKind.RESTARTING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,10 @@ class AttentionQueue:
             item = self.items[active]
             if cond.question and cond.question != item.question:
                 item.question, item.cond = cond.question, cond
+                return Change(item.wire(), "updated")
+            if cond.kind in REFINED and cond.why != item.cond.why:
+                # tmux may report a pane dead a pass before its exit status: say it once known
+                item.cond = replace(cond, since=item.cond.since)
                 return Change(item.wire(), "updated")
             return None
         item_id = hashlib.sha1(f"{cond.key}@{cond.since}".encode()).hexdigest()[:8]

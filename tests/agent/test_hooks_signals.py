@@ -173,7 +173,7 @@ def test_deliver_signals_acknowledges_prompts_and_fills_the_outbox(tmp_path: Pat
     anyio.run(go)
     subjects = [p.subject for p in outbox.peek()]
     outbox.close()
-    assert acks == [("s1", 100.0)]
+    assert acks == [("s1", 100.0), ("s1", 101.0)]  # the start, and the turn that ended
     # run.started, its run.state, run.completed, its run.state: as the runtime said them.
     kinds = [s.rsplit(".", 1)[-1] for s in subjects]
     assert kinds == ["run_started", "run_state", "run_completed", "run_state"], subjects
@@ -207,3 +207,19 @@ def test_an_idle_hook_gives_way_to_a_screen_that_never_stopped_working() -> None
     assert (r.state, r.source) == (W, "screen") and "still working" in r.reason
     # A working hook against an idle screen is not affected (the screen lags the prompt).
     assert resolve(hook(W, at=100.0), ScreenView(IDLE, 90.0), 104.0).state is W
+
+
+def test_a_codex_turn_that_ended_acknowledges_the_prompt(tmp_path: Path) -> None:
+    """Codex has no start signal and a quick answer ends between two screen polls: its
+    notify is the proof the sent prompt was taken; its thread-title side turn is not."""
+    receiver = HookReceiver(tmp_path)
+    spool = spool_path(tmp_path, "cx")
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    title = "Generate a concise, single-line task title for this"
+    spool.write_text(
+        '{"at": 50, "runtime": "codex", "payload": {"type": "agent-turn-complete", '
+        f'"input-messages": ["{title}"]}}}}\n'
+        '{"at": 60, "runtime": "codex", "payload": {"type": "agent-turn-complete", '
+        '"turn-id": "t1", "input-messages": ["long-codex xxx"]}}\n'
+    )
+    assert prompt_acks(receiver.drain()) == [("cx", 60.0)]

@@ -101,8 +101,12 @@ def test_a_dead_session_and_a_down_host_appear_and_resolve(fleet: Fleet, tmux_so
     tenant, config, agent = up(fleet, tmux_socket, [stub("coder", "0.2")], restart_backoff_s=3.0)
     pid = wait_for(lambda: _pid(fleet, tenant, "coder"), what="the stub's pid")
     os.kill(pid, signal.SIGKILL)  # a dead pane (remain-on-exit) until the supervisor acts
-    dead = wait_for(lambda: item_of(fleet, tenant, "dead"), what="a dead item")
-    assert dead["session"] == "coder" and "signal 9" in dead["why"], dead
+    # tmux may show the pane dead a pass before its exit signal: the item says it once known.
+    dead = wait_for(
+        lambda: (i := item_of(fleet, tenant, "dead")) and "signal 9" in i["why"] and i,
+        what="a dead item naming signal 9",
+    )
+    assert dead["session"] == "coder", dead
     # The supervisor restarts it: the item resolves itself.
     wait_for(lambda: item_of(fleet, tenant, "dead") is None, timeout=30, what="dead resolved")
     done = next(i for i in items(fleet, tenant, "--all") if i["id"] == dead["id"])
@@ -211,3 +215,21 @@ def test_stuck_is_working_with_no_output_for_the_runtimes_limit() -> None:
     stub_limit = AttentionConfig(stuck_after_s_by_runtime={"stub": 60.0})
     assert kinds(stub_limit) == [AttentionKind.STUCK]
     assert kinds(AttentionConfig(stuck_after_s_by_runtime={"claude": 60.0})) == []
+
+
+def test_a_dead_item_learns_the_exit_status_when_tmux_reports_it() -> None:
+    from controller.attention.queue import AttentionQueue
+    from controller.attention.rules import Condition
+
+    queue = AttentionQueue()
+    where = (AttentionKind.DEAD, Severity.ERROR, "t", "h", "s")
+    first = Condition(*where, "session dead (dead)", 5.0)
+    opened = queue.open(first)
+    assert opened is not None and opened.what == "opened"
+    known = Condition(
+        AttentionKind.DEAD, Severity.ERROR, "t", "h", "s", "session dead (signal 9)", 6.0
+    )
+    updated = queue.open(known)
+    assert updated is not None and updated.what == "updated"
+    assert updated.item.why == "session dead (signal 9)" and updated.item.since == 5.0
+    assert queue.open(known) is None  # nothing new
