@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 import anyio
 
 from agent.control.explain import Explanation, Signals, explanation
+from agent.control.screenproof import refusal
 from agent.control.steering import Steering, excerpt
 from agent.discovery.roster import Roster
 from agent.discovery.runtimes import RuntimeSpec
@@ -21,7 +22,7 @@ from agent.events.origin import Origin
 from agent.events.runs import RunTracker
 from protocol.commands import Command, CommandResult, Outcome
 from protocol.events import SourceKind
-from protocol.heartbeat import SessionSnapshot
+from protocol.heartbeat import SessionSnapshot, SessionState
 
 
 class Operations:
@@ -68,11 +69,16 @@ class Operations:
         timeout_s: float,
         make: Callable[..., CommandResult],
     ) -> CommandResult:
-        state, _, lines = await self.steering.state(pane, spec)
-        if state.value == "idle":
+        state, match, lines = await self.steering.state(pane, spec)
+        if state is SessionState.IDLE:
             return make(
                 cmd, Outcome.NOOP, "the session is idle: nothing to cancel", screen=excerpt(lines)
             )
+        if state is SessionState.BLOCKED:
+            # The interrupt key on a dialog is an answer (Escape declines a tool call): the
+            # operator answers it themselves, with `fleet answer`.
+            out = refusal(match, lines)
+            return make(cmd, out.outcome, out.message, screen=out.screen, details=out.details)
         requested = time.time()
         run_id = self.runs.current(pane.session)  # the run this cancel ends, if one was seen
         await self.emitter.emit(

@@ -97,12 +97,14 @@ class Spawner:
 
     async def stop(self, session: str) -> tuple[Outcome, str]:
         spec = self.roster.get(session)
+        if spec is None:  # someone else's session on our socket: never ours to end
+            return Outcome.BAD_REQUEST, (
+                f"{session} is not in the roster: agentfleet stops only the sessions it manages"
+            )
         await self.tmux.run("kill-session", "-t", f"={session}", check=False)
         self.beat_now.set()
-        if spec is not None and spec.kind is SessionKind.EPHEMERAL:
+        if spec.kind is SessionKind.EPHEMERAL:
             self.supervisor.forget(session)
             return Outcome.OK, f"stopped ephemeral session {session}"
-        if spec is not None:
-            self.supervisor.stop(session)
-            return Outcome.OK, f"stopped core session {session} (not restarted until the agent is)"
-        return Outcome.OK, f"stopped unmanaged session {session}"
+        self.supervisor.stop(session)
+        return Outcome.OK, f"stopped core session {session} (not restarted until the agent is)"

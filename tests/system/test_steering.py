@@ -250,6 +250,10 @@ def test_send_to_a_blocked_session_is_refused_until_answered(
         lambda: screen(tmux_socket, "coder").rstrip().endswith("Proceed? [y/N]"),
         what="the question",
     )
+    # cancel's interrupt key on a dialog would answer it: refused too, the question pending.
+    code, result = cli_json(fleet, "cancel", "coder")
+    assert (code, result["outcome"]) == (1, "blocked"), result
+    assert screen(tmux_socket, "coder").rstrip().endswith("Proceed? [y/N]")
     # "y" would approve: refused, nothing typed, the question still pending.
     code, result = cli_json(fleet, "send", "coder", "y")
     assert (code, result["outcome"]) == (1, "blocked"), result
@@ -554,6 +558,18 @@ def test_spawn_stop_and_core_restart(fleet: Fleet, tmux_socket: str) -> None:
     assert rows["eph"]["session"]["kind"] == "ephemeral", rows["eph"]
     code, result = cli_json(fleet, "stop", "eph")
     assert (code, result["outcome"]) == (0, "ok")
+    # A session someone opened by hand on the socket is listed, never stopped by us.
+    subprocess.run(
+        ["tmux", "-L", tmux_socket, "new-session", "-d", "-s", "theirs", "sleep 600"], check=True
+    )
+    wait_for(
+        lambda: "theirs" in rows_by_session(fleet.ps("--tenant", tenant)), what="theirs listed"
+    )
+    code, result = cli_json(fleet, "stop", f"{tenant}/h1/theirs")
+    assert (code, result["outcome"]) == (1, "bad_request"), result
+    assert "not in the roster" in result["message"]
+    alive = subprocess.run(["tmux", "-L", tmux_socket, "has-session", "-t", "=theirs"])
+    assert alive.returncode == 0
     wait_for(
         lambda: "eph" not in rows_by_session(fleet.ps("--tenant", tenant)),
         what="ephemeral worker gone",
