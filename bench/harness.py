@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import anyio
 
+from agent.config import AgentConfig
+from agent.config import dump as dump_agent
 from bench.common import cpu_seconds, wait_until
 from common.natsconn import NatsSettings
 from controller.cli.client import ClientError, ControllerClient
@@ -283,3 +285,31 @@ def cli(
         check=False,
     )
     return time.perf_counter() - start, result
+
+
+def start_agent(b: Bench, config: AgentConfig) -> subprocess.Popen[bytes]:
+    """A real `fleet-agent` for ``config``, logging to the bench's temp dir."""
+    path = b.tmp / "agent.toml"
+    path.write_text(dump_agent(config))
+    log = (b.tmp / "agent.log").open("ab")
+    try:
+        return subprocess.Popen(
+            [str(BIN / "fleet-agent"), "run", "--config", str(path)]
+            + (["--allow-root"] if os.geteuid() == 0 else []),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        log.close()
+
+
+def stop_agent(agent: subprocess.Popen[bytes], socket: str) -> None:
+    """Stop the agent we started, by its pid, then the tmux server on the bench's own socket."""
+    agent.terminate()
+    try:
+        agent.wait(20)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)

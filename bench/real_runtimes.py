@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from agent.config import AgentConfig, SessionSpec, dump
+from agent.config import AgentConfig, SessionSpec
 from bench.common import Result, machine, summary_ms, wait_until
-from bench.harness import BIN, Bench, api
+from bench.harness import Bench, api, start_agent, stop_agent
 from common.natsconn import NatsSettings
 from controller.cli.client import ControllerClient
 from protocol.api import PsReply, PsRequest
@@ -167,16 +166,7 @@ def run(runtimes: list[str], rounds: int) -> Result:
             allow_root=os.geteuid() == 0,
             sessions=sessions,
         )
-        path = b.tmp / "agent.toml"
-        path.write_text(dump(config))
-        log = (b.tmp / "agent.log").open("ab")
-        agent = subprocess.Popen(
-            [str(BIN / "fleet-agent"), "run", "--config", str(path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        agent = start_agent(b, config)
         try:
             wait_until(
                 lambda: (
@@ -192,13 +182,7 @@ def run(runtimes: list[str], rounds: int) -> Result:
                 pane = realcli.Pane(tmux, f"={rt}:")
                 out[rt] = _measure(b.url, rt, pane, model, rounds)
         finally:
-            agent.terminate()  # the pid we started
-            try:
-                agent.wait(20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
-            subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+            stop_agent(agent, socket)
     return out
 
 

@@ -3,15 +3,13 @@ private tmux socket, and that agent's memory."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import uuid
 from typing import Any
 
-from agent.config import AgentConfig, SessionSpec, dump
+from agent.config import AgentConfig, SessionSpec
 from bench.common import Result, goal, proc_status, summary_ms, wait_until
-from bench.harness import BIN, Bench, api
+from bench.harness import Bench, api, start_agent, stop_agent
 from common.natsconn import NatsSettings
 from controller.cli.client import ControllerClient
 from protocol.api import PsReply, PsRequest
@@ -77,18 +75,7 @@ def cmd(count: int, verify_count: int, sessions: int) -> Result:
                 for k in range(sessions)
             ],
         )
-        path = b.tmp / "agent.toml"
-        path.write_text(dump(config))
-        log = (b.tmp / "agent.log").open("ab")
-        agent = subprocess.Popen(
-            [str(BIN / "fleet-agent"), "run", "--config", str(path)]
-            + (["--allow-root"] if os.geteuid() == 0 else []),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ},
-        )
-        log.close()
+        agent = start_agent(b, config)
         try:
             wait_until(
                 lambda: agent.poll() is not None or _idle_sessions(b) >= sessions,
@@ -110,13 +97,7 @@ def cmd(count: int, verify_count: int, sessions: int) -> Result:
             out["agent_hwm_mib"] = round(status.get("VmHWM", 0) / 1024, 1)
             out["controller_status_rtt_ms"] = b.status().latencies_ms
         finally:
-            agent.terminate()  # the pid we started
-            try:
-                agent.wait(20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
-            subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+            stop_agent(agent, socket)
     goal(out, "send_p99_ms", out["send"]["p99_ms"], 100)
     # A send that finds its stub still working on the previous one is `queued`: taken too.
     delivered = sum(out["send"]["outcomes"].get(k, 0) for k in ("delivered", "queued"))
