@@ -98,9 +98,7 @@ def test_ack_and_snooze(fleet: Fleet, tmux_socket: str) -> None:
 
 
 def test_a_dead_session_and_a_down_host_appear_and_resolve(fleet: Fleet, tmux_socket: str) -> None:
-    # A backoff long enough for the dead pane's exit signal to reach the item before the
-    # supervisor restarts the session and the item resolves.
-    tenant, config, agent = up(fleet, tmux_socket, [stub("coder", "0.2")], restart_backoff_s=8.0)
+    tenant, config, agent = up(fleet, tmux_socket, [stub("coder", "0.2")], restart_backoff_s=3.0)
     pid = wait_for(lambda: _pid(fleet, tenant, "coder"), what="the stub's pid")
     os.kill(pid, signal.SIGKILL)  # a dead pane (remain-on-exit) until the supervisor acts
     # tmux may show the pane dead a pass before its exit signal: the item says it once known.
