@@ -25,6 +25,7 @@ from agent.control.leases import Lease, TakeoverLeases, WatchLeases
 from agent.control.operations import Operations
 from agent.control.spawn import Spawner
 from agent.control.steering import Steering, answer_events
+from agent.discovery.sessions import exit_of
 from agent.events.emitter import Connection, Emitter
 from agent.events.origin import Origin
 from protocol import DecodeError, decode, encode, subjects
@@ -233,11 +234,11 @@ class CommandServer:
         if isinstance(body, Explain):
             return self._result(cmd, Outcome.OK, **await self.ops.explain(body.session, pane))
         if pane.dead:
+            status, sig = exit_of(pane)
             return self._result(
                 cmd,
                 Outcome.SESSION_DEAD,
-                f"{body.session} is dead (exit status {pane.dead_status}, "
-                f"signal {pane.dead_signal})",
+                f"{body.session} is dead (exit status {status}, signal {sig})",
             )
         spec = self.ops.runtime_of(body.session)
         if isinstance(body, Send | Answer):

@@ -8,6 +8,22 @@ from pathlib import Path
 PROC = Path("/proc")
 
 
+def zombie_wait_status(pid: int, proc: Path = PROC) -> int | None:
+    """The wait status of ``pid`` if it is a zombie nobody reaped yet, else None.
+
+    tmux 3.3a sometimes marks a pane dead (its pty closed) and never reaps the process, so
+    `pane_dead_status`/`pane_dead_signal` stay empty until the pane is respawned (seen about
+    one kill in five); the kernel still holds the status for the zombie, in stat field 52."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if len(fields) < 50 or fields[0] != "Z":
+        return None
+    return int(fields[49])
+
+
 class ProcessTable:
     """One snapshot of parent→children and cmdlines, taken once per tick."""
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from agent.config import SessionSpec
 from agent.discovery.detect import Match, StateTracker
-from agent.discovery.procs import ProcessTable
+from agent.discovery.procs import ProcessTable, zombie_wait_status
 from agent.discovery.roster import Roster
 from agent.discovery.runtimes import RuntimeSpec, observed_runtime
 from agent.discovery.tmux import Pane
@@ -57,6 +57,21 @@ def primary_panes(panes: Sequence[Pane]) -> dict[str, Pane]:
     for pane in sorted(panes, key=lambda p: (p.session, p.window_index, p.pane_index)):
         out.setdefault(pane.session, pane)
     return out
+
+
+def exit_of(pane: Pane | None) -> tuple[int | None, int | None]:
+    """A dead pane's (exit status, signal): tmux's, or the unreaped zombie's when tmux has
+    none (see zombie_wait_status)."""
+    if pane is None or not pane.dead:
+        return None, None
+    if pane.dead_status is not None or pane.dead_signal is not None or pane.pid is None:
+        return pane.dead_status, pane.dead_signal
+    status = zombie_wait_status(pane.pid)
+    if status is None:
+        return None, None
+    if status & 0x7F:
+        return None, status & 0x7F
+    return (status >> 8) & 0xFF, None
 
 
 @dataclass
@@ -158,6 +173,7 @@ class SessionTable:
             pane_state, fixed = PaneState.ALIVE, None
             if pane.pid is not None:
                 observed = observed_runtime(procs.tree_cmdlines(pane.pid), self.runtimes)
+        exit_status, exit_signal = exit_of(pane)
         detect_runtime = spec.runtime if spec else observed
         state, since, change = self._observe(name, detect_runtime, fixed, screens.get(name), now)
         snap = SessionSnapshot(
@@ -172,8 +188,8 @@ class SessionTable:
             state_since=since,
             last_output_at=pane.activity if pane else None,
             boot_enabled=boot.get(name, BootEnabled.UNKNOWN),
-            exit_status=pane.dead_status if pane and pane.dead else None,
-            exit_signal=pane.dead_signal if pane and pane.dead else None,
+            exit_status=exit_status,
+            exit_signal=exit_signal,
             restarts=self._tracked[name].restarts,
         )
         return snap, change
