@@ -33,6 +33,7 @@ from controller.reactions.runner import Reactions
 from controller.reports.metrics import FleetMetrics
 from protocol import subjects
 from protocol.events import Event
+from protocol.heartbeat import Keepalive
 from protocol.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
@@ -67,14 +68,20 @@ class Hearing:
             await tnc.flush()
 
     async def on_heartbeat(self, msg: Msg) -> None:
-        hb = await self.keepalives.intake(msg)  # a keepalive: the heartbeat it amounts to
-        if hb is None:
+        beat = await self.keepalives.intake(msg)
+        if beat is None:
             return
-        self.metrics.observe_heartbeat(time.time() - hb.sent_at)
-        transition = self.state.on_heartbeat(hb)
+        self.metrics.observe_heartbeat(time.time() - beat.sent_at)
+        if isinstance(beat, Keepalive):
+            transition = self.state.on_keepalive(beat)
+            entry = self.state.hosts.get((beat.tenant, beat.host))
+            # Only a host with a working session can go stale with no news at all.
+            made = self.synthesis.on_keepalive(entry) if entry is not None else []
+        else:
+            transition = self.state.on_heartbeat(beat)
+            made = self.synthesis.on_heartbeat(beat)
         if transition is not None:  # rare: no coroutine for the 10,000 a second that are not
             await self.record(transition)
-        made = self.synthesis.on_heartbeat(hb)
         if made:
             await self.synthesis.emit(made)
 

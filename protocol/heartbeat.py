@@ -88,8 +88,18 @@ _sessions_encoder = msgspec.json.Encoder()
 def snapshot_digest(sessions: list[SessionSnapshot]) -> str:
     """What a keepalive names the snapshot by: 64 bits of BLAKE2b over its encoding (enough
     to tell one host's successive snapshots apart; it is not a security boundary, the
-    subject check is)."""
-    return hashlib.blake2b(_sessions_encoder.encode(sessions), digest_size=8).hexdigest()
+    subject check is).
+
+    Output times are left out: a working session prints every second, and with them in the
+    digest every heartbeat of a busy host was a full one. The periodic full snapshot (every
+    FULL_EVERY beats) carries them, so `last_output_at` lags by at most that much (60 s at
+    5 s), well under the silence rules' minutes (stuck 10 min, stale 5 min by default)."""
+    quiet = [s if s.last_output_at is None else _no_output(s) for s in sessions]
+    return hashlib.blake2b(_sessions_encoder.encode(quiet), digest_size=8).hexdigest()
+
+
+def _no_output(snap: SessionSnapshot) -> SessionSnapshot:
+    return msgspec.structs.replace(snap, last_output_at=None)
 
 
 class Heartbeat(Message, frozen=True, tag="heartbeat"):

@@ -1,5 +1,6 @@
 """Keepalives on the controller (issue 18): a keepalive whose digest names the snapshot this
-controller holds is that host's heartbeat with the sessions it already has; one that names
+controller holds says the host is alive with the sessions it already has (FleetState
+applies it as liveness only, without a heartbeat's per-session work); one that names
 another (a controller restarted from an empty state dir, a full heartbeat lost) is counted
 and answered with a `SnapshotWanted` on the host's command subject, so the next full
 heartbeat arrives within a second, not within FULL_EVERY intervals.
@@ -54,9 +55,10 @@ class Keepalives:
     def count(self, name: str) -> None:
         self.state.count(name)
 
-    async def intake(self, msg: Msg) -> Heartbeat | None:
-        """The heartbeat ``msg`` amounts to (a keepalive becomes one with the sessions held),
-        or None: refused (counted by ``rejects``) or a keepalive that could not be applied."""
+    async def intake(self, msg: Msg) -> Heartbeat | Keepalive | None:
+        """A full heartbeat, a keepalive of a boot this controller knows (for
+        `FleetState.on_keepalive`: its sessions are the ones held), or None: refused (counted
+        by ``rejects``), or a keepalive of an unknown boot (a full snapshot was asked for)."""
         beat: HostBeat | None = await intake(msg, subjects.Kind.HB, HostBeat, self.rejects)
         if beat is None:
             if is_keepalive(msg.data):
@@ -76,7 +78,7 @@ class Keepalives:
             self.digests[key] = hb.digest  # not for a stale one: on_heartbeat drops it
         self._asked.pop(key, None)
 
-    async def _keepalive(self, ka: Keepalive) -> Heartbeat | None:
+    async def _keepalive(self, ka: Keepalive) -> Keepalive | None:
         key = (ka.tenant, ka.host)
         self.count("keepalives")
         entry = self.state.hosts.get(key)
@@ -84,20 +86,8 @@ class Keepalives:
         if not known or self.digests.get(key) != ka.digest:
             self.count("keepalives_mismatched")
             await self._ask(ka, "unknown boot" if not known else "digest mismatch")
-            if not known:
-                return None
-        assert entry is not None
-        return Heartbeat(
-            tenant=ka.tenant,
-            host=ka.host,
-            boot_id=ka.boot_id,
-            seq=ka.seq,
-            sent_at=ka.sent_at,
-            interval_s=ka.interval_s,
-            agent_version=entry.agent_version,
-            sessions=entry.sessions,
-            digest=self.digests.get(key),
-        )
+        # A known boot's mismatched keepalive still says the host is alive.
+        return ka if known else None
 
     async def _ask(self, ka: Keepalive, reason: str) -> None:
         """Ask for a full heartbeat, at most once per interval per host: the answer takes a

@@ -22,7 +22,7 @@ from controller.fleet.flags import flagged_indexes, row_count, session_flags
 from controller.fleet.liveness import state_for_age
 from controller.fleet.realtime import StateNews, apply, merge_live
 from protocol.api import HostState, PsRow
-from protocol.heartbeat import SUSPECT_AFTER_INTERVALS, Heartbeat, SessionSnapshot
+from protocol.heartbeat import SUSPECT_AFTER_INTERVALS, Heartbeat, Keepalive, SessionSnapshot
 from protocol.lifecycle import Lifecycle, LifecycleKind
 
 HostKey = tuple[str, str]  # (tenant, host)
@@ -119,17 +119,11 @@ class FleetState:
             # and only processed after it (heartbeats wait in the intake; notices do not).
             self.count("heartbeats_stale")
             return None
-        self.count("heartbeats")
         same_boot = hb.boot_id == entry.boot_id
-        if not same_boot or entry.restored:
+        if not same_boot:
             self.dirty.add(key)  # a restart is news worth writing now
-        entry.boot_id, entry.seq = hb.boot_id, hb.seq
-        if hb.interval_s != entry.interval_s:
-            self._count_interval(entry.interval_s, -1)
-            self._count_interval(hb.interval_s, 1)
-        entry.interval_s, entry.agent_version = hb.interval_s, hb.agent_version
-        self._by_silence[key] = None
-        self._by_silence.move_to_end(key)
+        entry.boot_id, entry.agent_version = hb.boot_id, hb.agent_version
+        self._heard(key, entry, hb.seq, hb.interval_s)
         tally = self.tallies[hb.tenant]
         tally.rows -= row_count(entry)
         sessions = hb.sessions
@@ -141,13 +135,40 @@ class FleetState:
         entry.sessions, entry.flagged = sessions, flagged_indexes(sessions)
         tally.rows += row_count(entry)
         entry.last_seen, entry.last_seen_mono = now_wall, now_mono
-        entry.restored = False
         # An ordinary heartbeat is not written at once: the persister's rolling pass rewrites
         # every host within 60 s; state changes (below) are written within seconds.
         transition = self._set(entry, HostState.OK, "heartbeat")
         if transition is None:
             self._mark(key, entry)  # flags may have come or gone with the sessions
         return transition
+
+    def on_keepalive(self, ka: Keepalive) -> Transition | None:
+        """A keepalive of a boot we know: the host was heard, its sessions are as held (the
+        digest check is the caller's). Liveness only, none of a heartbeat's per-session
+        work: most heartbeats of a quiet fleet are keepalives (issue 18)."""
+        key = (ka.tenant, ka.host)
+        entry = self.hosts.get(key)
+        if entry is None or entry.boot_id != ka.boot_id:
+            return None  # the caller asked for a full snapshot; it introduces the host
+        if ka.seq <= entry.seq or entry.state is HostState.STOPPED:
+            self.count("heartbeats_stale")
+            return None
+        self._heard(key, entry, ka.seq, ka.interval_s)
+        entry.last_seen, entry.last_seen_mono = self.wall(), self.mono()
+        return self._set(entry, HostState.OK, "heartbeat")
+
+    def _heard(self, key: HostKey, entry: HostEntry, seq: int, interval_s: float) -> None:
+        self.count("heartbeats")
+        if entry.restored:
+            self.dirty.add(key)
+            entry.restored = False
+        entry.seq = seq
+        if interval_s != entry.interval_s:
+            self._count_interval(entry.interval_s, -1)
+            self._count_interval(interval_s, 1)
+        entry.interval_s = interval_s
+        self._by_silence[key] = None
+        self._by_silence.move_to_end(key)
 
     def _first_heartbeat(self, hb: Heartbeat, now_wall: float, now_mono: float) -> Transition:
         self._admit(

@@ -12,7 +12,7 @@ from controller.api.views import ps_page
 from controller.fleet.state import FleetState, percentiles
 from controller.fleet.statedb import StateDB
 from protocol.api import Flag, HostState, PsRequest
-from protocol.heartbeat import Heartbeat, PaneState, SessionSnapshot
+from protocol.heartbeat import Heartbeat, Keepalive, PaneState, SessionSnapshot
 from protocol.lifecycle import Lifecycle, LifecycleKind
 
 
@@ -399,3 +399,38 @@ def test_the_fast_has_a_flag_rule_agrees_with_the_flags_themselves() -> None:
     ]
     assert flagged_indexes(snaps) == tuple(i for i, s in enumerate(snaps) if session_flags(s))
     assert 0 < len(flagged_indexes(snaps)) < len(snaps)
+
+
+def ka(seq: int, boot: str = "b1", interval: float = 5.0) -> Keepalive:
+    return Keepalive(
+        tenant="acme",
+        host="h1",
+        boot_id=boot,
+        seq=seq,
+        sent_at=0.0,
+        interval_s=interval,
+        digest="0123456789abcdef",
+    )
+
+
+def test_a_keepalive_is_liveness_and_leaves_the_sessions_as_held() -> None:
+    state, clock = make()
+    sessions = [SessionSnapshot(name="s1", runtime_configured="stub", runtime_observed="stub")]
+    state.on_heartbeat(hb(sessions=sessions))
+    held = state.hosts[("acme", "h1")].sessions
+    clock.now += 15.1
+    [t] = state.tick()
+    assert t.new is HostState.SUSPECT
+    back = state.on_keepalive(ka(seq=2))
+    assert back is not None and (back.old, back.new) == (HostState.SUSPECT, HostState.OK)
+    entry = state.hosts[("acme", "h1")]
+    assert entry.sessions is held and entry.seq == 2 and entry.last_seen == clock.now
+    clock.now += 15.0
+    assert state.tick() == []  # its clock restarted at the keepalive
+    assert state.on_keepalive(ka(seq=2)) is None  # a duplicate
+    assert state.counters["heartbeats_stale"] == 1
+    assert state.on_keepalive(ka(seq=9, boot="b2")) is None  # another boot: needs a full one
+    assert state.hosts[("acme", "h1")].seq == 2
+    state.on_keepalive(ka(seq=3, interval=10.0))
+    clock.now += 29.5  # within three of its new intervals (three of the old were 15 s)
+    assert state.tick() == []

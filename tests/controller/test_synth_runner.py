@@ -4,6 +4,7 @@ loop it replaced (one statement per session), checked on random heartbeat sequen
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import given, settings
@@ -100,4 +101,43 @@ def test_the_engine_sees_what_the_old_loop_gave_it(beats: list[Any]) -> None:
         )
         recorder.calls.clear()
         runner.on_heartbeat(hb)
+        assert recorder.calls == reference(oracle, hb, now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(beats=st.lists(_beat, max_size=12))
+def test_a_keepalive_sees_what_the_same_heartbeat_again_would(beats: list[Any]) -> None:
+    """A keepalive re-reads the held sessions only once one could have gone stale; what it
+    hands the engine is what a second heartbeat of the same sessions would."""
+    runner = SynthesisRunner(None, SynthesisConfig(), publish=None)  # type: ignore[arg-type]
+    recorder = Recorder()
+    runner.engine = recorder  # type: ignore[assignment]
+    oracle: dict[tuple[str, str], set[str]] = {}
+    for seq, (host, snaps) in enumerate(beats):
+        now = time.time()
+        sessions = [
+            SessionSnapshot(
+                name=name,
+                runtime_configured="stub",
+                runtime_observed="stub",
+                state=state,
+                last_output_at=None if out is None else now - out,
+                state_since=None if since is None else now - since,
+            )
+            for name, (state, out, since) in snaps.items()
+        ]
+        hb = Heartbeat(
+            tenant="acme",
+            host=host,
+            boot_id="b1",
+            seq=seq,
+            sent_at=now,
+            interval_s=5.0,
+            agent_version="t",
+            sessions=sessions,
+        )
+        runner.on_heartbeat(hb)
+        reference(oracle, hb, now)
+        recorder.calls.clear()
+        runner.on_keepalive(SimpleNamespace(tenant="acme", host=host, sessions=sessions))  # type: ignore[arg-type]
         assert recorder.calls == reference(oracle, hb, now)

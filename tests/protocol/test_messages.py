@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 
+import msgspec
 import pytest
 
 from protocol import DecodeError, decode, encode
@@ -14,6 +15,7 @@ from protocol.heartbeat import (
     SessionKind,
     SessionSnapshot,
     SessionState,
+    snapshot_digest,
 )
 from protocol.lifecycle import Lifecycle, LifecycleKind
 
@@ -166,3 +168,21 @@ def test_every_api_verb_is_one_table_entry_with_message_types() -> None:
         assert verb.name == name
         assert subjects.parse_controller_api(verb.subject) == name
         assert issubclass(verb.request, Message) and issubclass(verb.reply, Message)
+
+
+def test_the_snapshot_digest_ignores_output_times_only() -> None:
+    """A printing session must not make every heartbeat a full one (issue 18): the periodic
+    full snapshot carries output times; anything else changed is a new digest."""
+    base = SessionSnapshot(
+        name="s1", runtime_configured="stub", runtime_observed="stub", last_output_at=100.0
+    )
+    printed = msgspec.structs.replace(base, last_output_at=160.0)
+    assert snapshot_digest([base]) == snapshot_digest([printed])
+    for other in (
+        msgspec.structs.replace(base, state=SessionState.WORKING),
+        msgspec.structs.replace(base, state_since=5.0),
+        msgspec.structs.replace(base, pane=PaneState.DEAD),
+        msgspec.structs.replace(base, name="s2"),
+    ):
+        assert snapshot_digest([other]) != snapshot_digest([base])
+    assert snapshot_digest([base, base]) != snapshot_digest([base])
