@@ -78,6 +78,7 @@ class Controller:
         restored = p.db.load_hosts()
         p.state.restore(restored)
         await anyio.to_thread.run_sync(p.store.open)
+        await p.live.restore(p.store, self.config.tenants)  # acks, snoozes, event-derived items
         nc = await p.conns.open()
         await p.ingest.setup(p.conns.jetstreams())
         if p.election is not None:

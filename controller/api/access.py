@@ -1,7 +1,8 @@
 """Who asks the controller API, and what they may ask.
 
 The identity is the subject's name token (`fleet.ctl.u.<operator>.<verb>`), which the broker
-lets only that operator's key publish; the body's ``issued_by`` is a claim and is replaced.
+lets only that operator's key publish; the body's ``issued_by`` is a claim and is replaced
+(as is an attention ack's or snooze's ``by``).
 Roles and tenants come from the tenancy registry (re-read when it changes, so `fleet
 operator remove` takes effect here at once, and at the broker on its reload).
 
@@ -34,7 +35,7 @@ from protocol.api import (
     Role,
     StatusReply,
 )
-from protocol.attention import FeedRequest
+from protocol.attention import AttentionActRequest, FeedRequest
 from protocol.commands import CommandRequest, CommandResult, Outcome, Release
 from protocol.events_api import EventShowReply, EventsReply
 
@@ -138,6 +139,8 @@ def admit(caller: Caller, verb: str, request: Any) -> Any:
         )
     if isinstance(request, CommandRequest):
         return _admit_command(caller, request)
+    if isinstance(request, AttentionActRequest) and caller.proven:
+        request = msgspec.structs.replace(request, by=caller.name)  # what every replica records
     if (
         isinstance(request, FeedRequest)
         and caller.proven

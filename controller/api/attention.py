@@ -30,7 +30,7 @@ class AttentionApi:
 
     async def act(self, req: AttentionActRequest) -> AttentionActReply | ApiError:
         missing = ApiError(code=ErrorCode.NOT_FOUND, message=f"no attention item {req.id!r}")
-        item = self.live.queue.items.get(req.id)
+        item = self.live.queue.find(req.id)  # or by another replica's id for it
         if item is None or (req.tenant is not None and item.cond.tenant != req.tenant):
             return missing  # another tenant's item is none of the caller's business
         try:

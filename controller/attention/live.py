@@ -1,6 +1,7 @@
 """The fleet as it happens: real-time session states into fleet state, the attention queue
 kept from states, transitions and events, and both pushed to live views (controller side of
-`fleet ps` in real time, `fleet attention`, `fleet top`; docs/protocol.md)."""
+`fleet ps` in real time, `fleet attention`, `fleet top`; docs/protocol.md). The queue's own
+events, whichever replica recorded them, are applied to it too (attention/shared.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 import anyio
 from nats.aio.msg import Msg
 
+from controller.attention import shared
 from controller.attention.feed import FeedRelay
 from controller.attention.queue import AttentionQueue, Change, item_event_key
 from controller.attention.rules import (
@@ -22,6 +24,7 @@ from controller.attention.rules import (
     event_condition,
     host_conditions,
 )
+from controller.events.store.core import EventStore
 from controller.events.system import Publish, system_event
 from controller.fleet.intake import state_intake
 from controller.fleet.state import FleetState, HostKey, Transition
@@ -92,8 +95,10 @@ class LiveFleet:
     async def on_stored(self, events: Sequence[Event], ids: Sequence[int | None]) -> None:
         new = [e for e, i in zip(events, ids, strict=True) if i is not None]
         changes: list[Change] = []
+        applied: list[Change] = []  # recorded already, by whichever replica made them
         for event in new:
             if event.event_type.startswith(OWN_TYPES):
+                self._apply_own(event, applied)
                 continue
             cond = event_condition(event)
             if cond is not None:
@@ -119,6 +124,24 @@ class LiveFleet:
                 event.host,
             )
         await self.changed(changes)
+        await self.changed(applied, record=False)
+
+    def _apply_own(self, event: Event, applied: list[Change]) -> None:
+        """An `attention.*` event: another replica's ack or snooze (or this one's, back from
+        the stream: a no-op), or its id for an item."""
+        action = shared.action_of(event)
+        change = self.queue.apply(action) if action is not None else None
+        if change is not None:
+            applied.append(change)
+        named = shared.opened_of(event)
+        if named is not None:
+            self.queue.hear_opened(*named)
+
+    async def restore(self, store: EventStore, tenants: Sequence[str]) -> int:
+        """At startup, before any intake: items, acks and snoozes from the recorded events."""
+        since = self.state.wall() - shared.RESTORE_S
+        events = await anyio.to_thread.run_sync(shared.recent, store, tenants, since)
+        return shared.restore(self.queue, events)
 
     async def on_transition(self, t: Transition) -> None:
         await self.feed.push(
@@ -130,7 +153,7 @@ class LiveFleet:
 
     async def tick(self) -> None:
         """Rescan a slice of the hosts (all of a small fleet), end snoozes, expire feeds."""
-        keys = self.state.sorted_keys()
+        keys = self.state.arrival_keys()  # any fixed order will do: no sort per tick
         n = min(len(keys), self.config.scan_hosts_per_tick)
         if self._cursor >= len(keys):
             self._cursor = 0
@@ -158,11 +181,11 @@ class LiveFleet:
         why = "host stopped on purpose" if entry.state is HostState.STOPPED else None
         await self.changed(self.queue.observe_host(entry.tenant, entry.host, conds, why))
 
-    async def changed(self, changes: list[Change]) -> None:
+    async def changed(self, changes: list[Change], record: bool = True) -> None:
         for change in changes:
             item = change.item
             await self.feed.push(AttentionChanged(item=item), item.tenant, item.host)
-            event = _item_event(change)
+            event = _item_event(change) if record else None
             if event is None:
                 continue
             if len(self._pending) >= MAX_PENDING:
@@ -197,7 +220,8 @@ def _item_event(change: Change) -> Event | None:
         links = [EventLink(type=link, target=key)]
         tail = item.resolution or item.acked_by or f"until {item.snoozed_until}"
         summary = f"{change.what}: {item.why} ({tail})"
-        key = f"{key}:{change.what}:{item.resolved_at or item.snoozed_until or 0}"
+        at = change.action.at if change.action is not None else 0  # each ack its own event
+        key = f"{key}:{change.what}:{item.resolved_at or item.snoozed_until or at}"
     else:
         return None
     return system_event(
@@ -209,7 +233,12 @@ def _item_event(change: Change) -> Event | None:
         event_type=f"attention.{change.what}",
         summary=summary[:500],
         provenance="attention queue",
-        payload={"item": item.id, "kind": item.kind.value, "question": item.question},
+        payload={
+            "item": item.id,
+            "kind": item.kind.value,
+            "question": item.question,
+            **shared.payload(change),
+        },
         tags=["attention", item.kind.value],
         severity=item.severity if change.what == "opened" else Severity.INFO,
         links=links,
