@@ -8,7 +8,9 @@ then asks on `fleet.ctl.u.<name>.<verb>`, the only API subjects that seed may pu
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +30,7 @@ T = TypeVar("T")
 DEFAULT_URL = "nats://127.0.0.1:4222"
 CONNECT_TIMEOUT_S = 1.5
 REQUEST_TIMEOUT_S = 5.0
+MAX_HEDGED = 12  # read requests in flight for one call (ApiVerb.retry_after_s)
 
 
 class ClientError(RuntimeError):
@@ -118,6 +121,7 @@ class ControllerClient:
         self.operator = operator  # asks as this operator; None: the unauthenticated subject
         self._nc: Any = None
         self._errors: list[Exception] = []
+        self.hedged = 0  # read requests asked again after a replica's silence
 
     @property
     def url(self) -> str:
@@ -165,7 +169,7 @@ class ControllerClient:
             verb = VERBS[verb]
         subject = verb.subject_for(self.operator)
         try:
-            msg = await self._nc.request(subject, encode(request), timeout=self.timeout)
+            msg = await self._request(verb, subject, encode(request))
         except NoRespondersError:
             raise ClientError(
                 f"no controller is serving {subject} at {self.url} (is `fleet up` or "
@@ -189,3 +193,36 @@ class ControllerClient:
         if isinstance(reply, ApiError):
             raise CommandRefused(f"{verb.name}: {reply.message} ({reply.code.value})")
         return reply
+
+    async def _request(self, verb: ApiVerb[Any, Any], subject: str, data: bytes) -> Any:
+        """One request; for a read verb, hedged: when no replica answered within its
+        ``retry_after_s`` the same request goes out again (a new draw in the queue group)
+        while the first keeps waiting, and the first reply wins. A paused replica keeps its
+        connection, and with it its share of the group, until the server's pings give up on
+        it; a replica that is only slow still answers the first. Only bounded reads (a ps
+        page, status, the attention list) are hedged."""
+        step = verb.retry_after_s
+        if step is None:
+            return await self._nc.request(subject, data, timeout=self.timeout)
+        deadline = time.monotonic() + self.timeout
+        pending: set[asyncio.Future[Any]] = set()
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if len(pending) < MAX_HEDGED:
+                    self.hedged += bool(pending)
+                    request = self._nc.request(subject, data, timeout=left)
+                    pending.add(asyncio.ensure_future(request))
+                wait = step if len(pending) < MAX_HEDGED else left
+                done, pending = await asyncio.wait(
+                    pending, timeout=min(wait, left), return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        return task.result()
+                    if not isinstance(exc, NatsTimeoutError):
+                        raise exc
+            raise NatsTimeoutError
+        finally:
+            for task in pending:
+                task.cancel()

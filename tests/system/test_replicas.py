@@ -219,6 +219,12 @@ def test_leader_failover_and_fencing(
             )
             _publish(cluster.urls[0], tenant, 1)
             wait_for(lambda: len(receiver.hits["/ok"]) >= 1, timeout=20, what="one POST")
+            # The paused replica still holds its share of the API's queue group: reads are
+            # asked again after its silence (hedged), so every one is answered. Unhedged,
+            # about half of them timed out.
+            for _ in range(8):
+                out = reps.any.cli("ps", "--json", "--tenant", tenant, timeout=15)
+                assert out.returncode == 0, out.stderr
         finally:
             reps.procs[paused].signal(signal.SIGCONT)
         # The resumed replica stores the event and its reaction decides to act: the fence
