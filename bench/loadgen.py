@@ -26,7 +26,7 @@ import nats
 from bench.common import cpu_seconds
 from bench.fake import Words, event, host_name, sessions_for, tenant_of
 from protocol import encode, subjects
-from protocol.heartbeat import Heartbeat, SessionSnapshot, SessionState
+from protocol.heartbeat import Heartbeat, Keepalive, SessionSnapshot, SessionState, snapshot_digest
 from protocol.lifecycle import Lifecycle, LifecycleKind
 
 AGENT_VERSION = "bench"
@@ -42,6 +42,7 @@ class GenSpec:
     sessions: int = 10
     jitter: float = 0.2
     seed: int = 0
+    full_every: int = 1  # 12: the agent's keepalives (issue 18); 1: every heartbeat full
 
 
 # Stand-ins that cannot occur in a real heartbeat, encoded once per host and replaced per beat.
@@ -61,20 +62,32 @@ class SimHost:
     last_sent: float = 0.0
     _subject: str = ""
     _template: list[bytes] = field(default_factory=list)  # text, mark, text, mark, ..., text
+    _keepalive: list[bytes] = field(default_factory=list)  # the same for the keepalive
     _interval: float = 0.0
+    _since_full: int = 0
 
-    def heartbeat(self, interval_s: float) -> tuple[str, bytes]:
+    def heartbeat(self, interval_s: float, full_every: int = 1) -> tuple[str, bytes]:
         """The next heartbeat, as `encode(Heartbeat(...))` would give it: the host's heartbeat
         is encoded once with stand-ins for seq and times, which each beat replaces. Encoding
         10 sessions afresh cost the generators 68 µs of CPU per heartbeat, as much as the raw
-        subscriber spends decoding one, taken from the system under test on 2 cores."""
+        subscriber spends decoding one, taken from the system under test on 2 cores.
+
+        With ``full_every`` > 1 the host speaks as the agent does since issue 18: its
+        sessions never change (the digest leaves output times out), so a full snapshot
+        first and every ``full_every``-th beat, a keepalive naming its digest otherwise."""
         if not self._template or interval_s != self._interval:
             self._build(interval_s)
+            self._since_full = full_every  # a new template: full first
         self.seq += 1
         now = time.time()
         self.last_sent = now
         seq, stamp = msgspec.json.encode(self.seq), msgspec.json.encode(now)
-        parts = self._template
+        if full_every > 1 and self._since_full + 1 < full_every:
+            self._since_full += 1
+            parts = self._keepalive
+        else:
+            self._since_full = 0
+            parts = self._template
         out = [parts[0]]
         for k in range(1, len(parts), 2):
             out.append(seq if parts[k] == _SEQ_BYTES else stamp)
@@ -89,6 +102,7 @@ class SimHost:
             else s
             for s in self.sessions
         ]
+        digest = snapshot_digest(snaps)
         hb = Heartbeat(
             tenant=self.tenant,
             host=self.host,
@@ -98,19 +112,34 @@ class SimHost:
             interval_s=interval_s,
             agent_version=AGENT_VERSION,
             sessions=snaps,
+            digest=digest,
         )
-        data = encode(hb)
-        parts: list[bytes] = []
-        at = 0
-        for mark in _MARKS.finditer(data):
-            parts += [data[at : mark.start()], mark.group()]
-            at = mark.end()
-        self._template = [*parts, data[at:]]
+        ka = Keepalive(
+            tenant=self.tenant,
+            host=self.host,
+            boot_id=self.boot,
+            seq=_SEQ,
+            sent_at=_SENT,
+            interval_s=interval_s,
+            digest=digest,
+        )
+        self._template, self._keepalive = _cut(encode(hb)), _cut(encode(ka))
         self._subject = subjects.heartbeat(self.tenant, self.host)
         self._interval = interval_s
 
 
 _SEQ_BYTES = msgspec.json.encode(_SEQ)
+
+
+def _cut(data: bytes) -> list[bytes]:
+    """An encoded message with stand-ins, cut into text, mark, text, mark, ..., text."""
+    parts: list[bytes] = []
+    at = 0
+    for mark in _MARKS.finditer(data):
+        parts += [data[at : mark.start()], mark.group()]
+        at = mark.end()
+    return [*parts, data[at:]]
+
 
 # A generator wakes at most this often and sends every beat due by then. Waking for each of
 # its ~3,300 beats a second cost CPU that a real fleet spends on its own machines; here it
@@ -166,7 +195,7 @@ class Generator:
                 _, i = heapq.heappop(due)
                 host = self.hosts[i]
                 if host.alive:
-                    await nc.publish(*host.heartbeat(interval))
+                    await nc.publish(*host.heartbeat(interval, self.spec.full_every))
                     self.sent += 1
                     # The next one an interval ±jitter after this one, as the agent waits
                     # after each beat: a generator running late sends late, never the missed
@@ -220,7 +249,7 @@ class Generator:
         """``count`` extra heartbeats, encoded first and then published back to back, so the
         burst arrives faster than any consumer can decode it."""
         live = [h for h in self.hosts if h.alive]
-        burst = [live[k % len(live)].heartbeat(self.spec.interval_s) for k in range(count)]
+        burst = [live[k % len(live)].heartbeat(self.spec.interval_s, 1) for k in range(count)]
         for k, (subject, data) in enumerate(burst):
             await nc.publish(subject, data)
             if k % 500 == 499:
@@ -282,6 +311,7 @@ class Pool:
         interval_s: float,
         procs: int,
         sessions: int = 10,
+        full_every: int = 1,
     ) -> None:
         ctx = mp.get_context("spawn")
         self.procs: list[tuple[mp.process.BaseProcess, Connection]] = []
@@ -291,7 +321,9 @@ class Pool:
             if count == 0:
                 continue
             parent, child = ctx.Pipe()
-            spec = GenSpec(url, tenants, first, count, interval_s, sessions, seed=p + 1)
+            spec = GenSpec(
+                url, tenants, first, count, interval_s, sessions, seed=p + 1, full_every=full_every
+            )
             proc = ctx.Process(target=_main, args=(spec, child), daemon=True)
             proc.start()
             self.procs.append((proc, parent))

@@ -13,12 +13,12 @@ from typing import Any
 import msgspec
 import nats
 
-from protocol.heartbeat import Heartbeat
+from protocol.heartbeat import HostBeat
 
 
 async def _serve(url: str, subject: str, conn: Connection) -> None:
     nc = await nats.connect(url, name="bench-raw")
-    decoder = msgspec.json.Decoder(Heartbeat)
+    decoder = msgspec.json.Decoder(HostBeat)  # full heartbeats and keepalives
     stats = {"count": 0, "last": 0.0}
     timeline: list[tuple[int, float]] = []  # (count, when) every 100 messages
 

@@ -24,14 +24,14 @@ def _heard(b: Bench) -> int:
 
 
 def fleet_up(
-    b: Bench, hosts: int, interval: float, procs: int, strict: bool = True
+    b: Bench, hosts: int, interval: float, procs: int, strict: bool = True, full_every: int = 1
 ) -> tuple[Pool, float]:
     """Start the generators and wait until the controller has heard from every host.
 
     With ``strict=False`` an overloaded controller that never hears them all is a result,
     not an error: the caller reports how many it had heard (``b.heard``)."""
     start = time.monotonic()
-    pool = Pool(b.url, b.tenants, hosts, interval, procs)
+    pool = Pool(b.url, b.tenants, hosts, interval, procs, full_every=full_every)
     pool.wait_ready()
     deadline = 3 * interval + 120
     try:
@@ -94,18 +94,31 @@ def _flood(b: Bench, pool: Pool, raw: RawSubscriber, count: int) -> Result:
     }
 
 
-def fanin(hosts: int, duration: float, interval: float, procs: int, flood: int) -> Result:
-    out: Result = {"scenario": "fanin", "hosts": hosts, "interval_s": interval}
+def fanin(
+    hosts: int, duration: float, interval: float, procs: int, flood: int, full_every: int = 1
+) -> Result:
+    """``full_every`` 12: the hosts send keepalives between full snapshots, as agents do."""
+    out: Result = {
+        "scenario": "fanin",
+        "hosts": hosts,
+        "interval_s": interval,
+        "full_every": full_every,
+    }
     with Bench(TENANTS, interval) as b:
         t_start = time.time()
         pid = b.start_controller()
         raw = RawSubscriber(b.url)
         try:
-            pool, ramp = fleet_up(b, hosts, interval, procs, strict=False)
+            pool, ramp = fleet_up(b, hosts, interval, procs, strict=False, full_every=full_every)
             with pool:
                 out["ramp_s"] = round(ramp, 1)
                 out["hosts_heard_after_ramp"] = b.heard
                 out.update(_steady(b, pool, pid, raw, duration, interval))
+                counters = b.status(timeout=10.0, retry_s=30.0).counters
+                out["keepalives"] = {
+                    k: counters.get(k, 0)
+                    for k in ("keepalives", "keepalives_mismatched", "snapshots_asked")
+                }
                 out["memory"] = {"controller_rss_mib": rss_mib(pid), **_hwm(pid)}
                 out["affinity"] = {
                     name: sorted(os.sched_getaffinity(p)) if p else []

@@ -41,7 +41,7 @@ class Persister:
         # Runs in a worker thread: it reads entries the loop may replace fields of, which is
         # safe under the GIL (fields are reassigned, never mutated in place).
         keys, state.dirty = state.dirty, set()
-        ordered = list(state.sorted_keys())
+        ordered = state.arrival_keys()
         if everything:
             keys.update(ordered)
         elif ordered:
