@@ -4,8 +4,13 @@ nats-py's `PullSubscription.fetch(500)` awaits every message with its own timeou
 timer per message): a 500-message fetch took 112 ms on the 2-core box (227 µs per event, four
 times the decode), and that per-message work runs on the event loop, which holds the GIL the
 store's writer thread needs (docs/benchmarks.md). This sends the same pull requests and gathers
-the answer in one callback. Semantics as nats-py's: a `no_wait` request takes what is there at
-once; only when that is nothing does a lingering request wait up to ``wait_s`` for more.
+the answer in one callback. A `no_wait` request takes what is there at once; only when that is
+nothing does a request wait, up to ``wait_s``, and it is a *one-shot* (`no_wait` with
+`expires`, nats-server 2.7.1 on): the server ends it as soon as it has delivered something and
+the consumer has nothing more pending. So an event on a quiet stream is handed over at once,
+not when the batch is full or ``wait_s`` runs out (as nats-py's fetch does; in ingest that
+was up to 1 s between an event and its notification, issue 17). Under load nothing changes:
+what is pending, up to ``batch``, still comes in one answer.
 
 Every message the server delivers joins a batch, whenever it arrives (say, late, for an
 earlier request): with ack policy *all*, acking a later message would also ack a dropped one.
@@ -70,8 +75,9 @@ class BatchPull:
         got = await self._request({"batch": batch, "no_wait": True}, batch, wait_s)
         if got:
             return got
-        expires = int(wait_s * 1e9)
-        return await self._request({"batch": batch, "expires": expires}, batch, wait_s + 0.5)
+        # One-shot: it waits while nothing is pending, then ends once the pending are sent.
+        req: dict[str, object] = {"batch": batch, "expires": int(wait_s * 1e9), "no_wait": True}
+        return await self._request(req, batch, wait_s + 0.5)
 
     async def _request(self, req: dict[str, object], batch: int, wait_s: float) -> list[Msg]:
         self._want, self._ended, self._error = batch, anyio.Event(), None
