@@ -1,6 +1,6 @@
 """`python -m bench SCENARIO [--hosts N] [--duration S] [--json FILE] ...`
 
-Scenarios: fanin, dead, ps, ingest, search, cmd, restart, intake, all. Each starts its own
+Scenarios: fanin, dead, ps, ingest, search, cmd, restart, intake, notify, all. Each starts its own
 embedded nats-server and controller subprocess in a temp dir and stops them at the end.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import Result, machine
 
-SCENARIOS = ("fanin", "dead", "ps", "ingest", "search", "cmd", "restart", "intake")
+SCENARIOS = ("fanin", "dead", "ps", "ingest", "search", "cmd", "restart", "intake", "notify")
 
 # Full-scale defaults per scenario (hosts or events), from the goals in docs/benchmarks.md.
 DEFAULT_SIZE = {
@@ -29,6 +29,7 @@ DEFAULT_SIZE = {
     "cmd": 1_000,
     "restart": 10_000,
     "intake": 50_000,
+    "notify": 200,
 }
 
 
@@ -36,15 +37,24 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("scenario", choices=(*SCENARIOS, "all"))
     p.add_argument("--hosts", type=int, help="simulated hosts (fanin, dead, ps, restart)")
-    p.add_argument("--events", type=int, help="events (ingest, search)")
+    p.add_argument("--events", type=int, help="events (ingest, search, notify)")
     p.add_argument("--commands", type=int, help="send commands (cmd); verify: a tenth")
     p.add_argument("--duration", type=float, default=30.0, help="steady-state seconds (fanin)")
     p.add_argument("--interval", type=float, default=5.0, help="heartbeat interval, seconds")
     p.add_argument("--procs", type=int, default=3, help="load generator processes")
+    p.add_argument(
+        "--full-every",
+        type=int,
+        default=1,
+        help="fanin: a full snapshot every N beats, keepalives between (the agent: 12)",
+    )
     p.add_argument("--flood", type=int, default=15_000, help="raw-limit burst size (fanin)")
     p.add_argument("--kills", type=int, default=100, help="hosts to stop (dead)")
     p.add_argument("--sessions", type=int, default=20, help="stub sessions (cmd)")
     p.add_argument("--repeats", type=int, default=20, help="ps repetitions")
+    p.add_argument(
+        "--gap-ms", type=float, default=50.0, help="pause between two published events (notify)"
+    )
     p.add_argument(
         "--cost-us", type=float, default=120.0, help="CPU per heartbeat after decode (intake)"
     )
@@ -58,11 +68,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def run(name: str, a: argparse.Namespace) -> Result:
-    from bench import scen_cmd, scen_events, scen_fleet, scen_intake, scen_ps
+    from bench import scen_cmd, scen_events, scen_fleet, scen_intake, scen_notify, scen_ps
 
     size = a.hosts or DEFAULT_SIZE[name]
     if name == "fanin":
-        return scen_fleet.fanin(size, a.duration, a.interval, a.procs, a.flood)
+        return scen_fleet.fanin(size, a.duration, a.interval, a.procs, a.flood, a.full_every)
     if name == "dead":
         return scen_fleet.dead(size, min(a.kills, max(1, size // 2)), a.interval, a.procs)
     if name == "ps":
@@ -75,6 +85,8 @@ def run(name: str, a: argparse.Namespace) -> Result:
         return scen_events.ingest(a.events or DEFAULT_SIZE[name], 100, a.procs, a.interval)
     if name == "search":
         return scen_events.search(a.events or DEFAULT_SIZE[name], 200)
+    if name == "notify":
+        return scen_notify.notify(a.events or DEFAULT_SIZE[name], a.gap_ms / 1000)
     count = a.commands or DEFAULT_SIZE["cmd"]
     return scen_cmd.cmd(count, max(1, count // 10), a.sessions)
 

@@ -74,19 +74,22 @@ class SimHost:
 
         With ``full_every`` > 1 the host speaks as the agent does since issue 18: its
         sessions never change (the digest leaves output times out), so a full snapshot
-        first and every ``full_every``-th beat, a keepalive naming its digest otherwise."""
+        first and then every ``full_every``-th beat (counted from a random point), a
+        keepalive naming its digest otherwise."""
         if not self._template or interval_s != self._interval:
             self._build(interval_s)
-            self._since_full = full_every  # a new template: full first
+            self._since_full = -1  # a new template: full first
         self.seq += 1
         now = time.time()
         self.last_sent = now
         seq, stamp = msgspec.json.encode(self.seq), msgspec.json.encode(now)
-        if full_every > 1 and self._since_full + 1 < full_every:
+        if full_every > 1 and 0 <= self._since_full and self._since_full + 1 < full_every:
             self._since_full += 1
             parts = self._keepalive
         else:
-            self._since_full = 0
+            # After the first, count from a random point, as the agent does after a forced
+            # full (agent/heartbeat.py): the fleet's periodic fulls do not come in step.
+            self._since_full = random.randrange(full_every) if self._since_full < 0 else 0
             parts = self._template
         out = [parts[0]]
         for k in range(1, len(parts), 2):

@@ -24,6 +24,7 @@ TINY: dict[str, list[str]] = {
     "search": ["--events", "2000"],
     "cmd": ["--commands", "10", "--sessions", "2"],
     "intake": ["--hosts", "60", "--duration", "3", "--interval", "1", "--cost-us", "50"],
+    "notify": ["--events", "20", "--gap-ms", "20"],
 }
 
 
@@ -96,12 +97,27 @@ def test_scenario_runs_and_counts_match(scenario: str, tmp_path: Path) -> None:
     elif scenario == "intake":
         (sample,) = res["samples"].values()
         assert sample["processed_per_s"] > 0 and sample["connection_errors"] == 0
+    elif scenario == "notify":
+        assert res["published"] == res["delivered"] == res["latency"]["n"] == 20
+        assert res["lost"] == res["duplicates"] == res["unexpected_posts"] == 0
+        assert res["counters"]["reaction_delivered"] == 21  # and the warm-up
+        assert res["counters"]["reaction_failed"] == 0
     elif scenario == "cmd":
         # delivered, or queued behind the stub's previous run: every send taken
         assert set(res["send"]["outcomes"]) <= {"delivered", "queued"}, res["send"]
         assert sum(res["send"]["outcomes"].values()) == 10
         assert res["send_verify"]["n"] == 1
         assert res["agent_rss_mib"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_fanin_with_keepalives_counts_them_all(tmp_path: Path) -> None:
+    res = run_bench("fanin", tmp_path, "--full-every", "12", "--flood", "0")
+    assert res["full_every"] == 12 and res["lag_steady"]["n"] > 0
+    kept = res["keepalives"]
+    # 60 hosts at 1 s for the ramp and 2 s steady: most beats are keepalives, all understood
+    assert kept["keepalives"] > 60 and kept["keepalives_mismatched"] == 0, kept
+    assert res["false_suspect_or_down"] == 0
 
 
 @pytest.mark.timeout(180)

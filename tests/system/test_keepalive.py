@@ -60,7 +60,13 @@ def test_agent_sends_full_on_change_and_every_n(nats_server: EmbeddedNats) -> No
         async def current(_forced: bool) -> list[SessionSnapshot]:
             return sessions
 
-        beats = Heartbeats(HeartbeatClock("t1", "h1", 5.0, "test"), lambda: nc, current, Wakeup())
+        beats = Heartbeats(
+            HeartbeatClock("t1", "h1", 5.0, "test"),
+            lambda: nc,
+            current,
+            Wakeup(),
+            spread=lambda _n: 0,  # count from the forced full (the spread: tests/agent)
+        )
         for _ in range(3):
             await beats.publish(await current(False))
         sessions = [snap("s1", SessionState.WORKING)]  # a session changed: full at once
