@@ -23,6 +23,7 @@ class Persister:
         self.interval_s = interval_s
         self._transitions: list[Transition] = []
         self._roll = 0
+        self._written: dict[tuple[str, str], object] = {}  # the sessions list last written
 
     def record(self, transition: Transition) -> None:
         self._transitions.append(transition)
@@ -51,6 +52,14 @@ class Persister:
                 keys.add(ordered[self._roll % len(ordered)])
                 self._roll += 1
         entries: list[HostEntry] = [state.hosts[k] for k in keys if k in state.hosts]
+        # A host whose sessions are the very list last written (keepalives leave it as is)
+        # needs its liveness columns only: encoding 10 sessions for each of 1,700 rows a
+        # second took 15 % of the controller's core at 100,000 hosts (bench fanin, py-spy).
+        written = self._written
+        full = [e for e in entries if written.get((e.tenant, e.host)) is not e.sessions]
+        light = [e for e in entries if written.get((e.tenant, e.host)) is e.sessions]
         transitions, self._transitions = self._transitions, []
         if entries or transitions:
-            self.db.save(entries, transitions)
+            self.db.save(full, transitions, light)
+            for e in full:
+                written[(e.tenant, e.host)] = e.sessions

@@ -100,11 +100,36 @@ class StateDB:
             for r in rows
         ]
 
-    def save(self, hosts: Iterable[HostEntry], transitions: Iterable[Transition]) -> None:
+    def save(
+        self,
+        hosts: Iterable[HostEntry],
+        transitions: Iterable[Transition],
+        liveness_only: Iterable[HostEntry] = (),
+    ) -> None:
+        """Write ``hosts`` whole, the liveness columns of ``liveness_only`` (whose sessions
+        are as last written), and append ``transitions``; one transaction."""
         encode = msgspec.json.encode
         db = self.db
         db.execute("BEGIN")
         try:
+            db.executemany(
+                "UPDATE hosts SET boot_id=?, seq=?, interval_s=?, agent_version=?, state=?,"
+                " state_since=?, last_seen=? WHERE tenant=? AND host=?",
+                [
+                    (
+                        h.boot_id,
+                        h.seq,
+                        h.interval_s,
+                        h.agent_version,
+                        h.state.value,
+                        h.state_since,
+                        h.last_seen,
+                        h.tenant,
+                        h.host,
+                    )
+                    for h in liveness_only
+                ],
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO hosts VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [

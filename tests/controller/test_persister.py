@@ -4,11 +4,13 @@ covers the fleet within SNAPSHOT_PERSIST_S, everything at shutdown (real StateDB
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from controller.fleet.persister import SNAPSHOT_PERSIST_S, Persister
 from controller.fleet.state import FleetState
 from controller.fleet.statedb import StateDB
-from tests.controller.test_state import hb
+from protocol.heartbeat import SessionSnapshot
+from tests.controller.test_state import hb, ka
 
 
 def stored_seqs(db: StateDB) -> dict[str, int]:
@@ -58,4 +60,37 @@ def test_everything_at_shutdown(tmp_path: Path) -> None:
         state.on_heartbeat(hb(host=f"h{i}", seq=9))
     persister.persist(state, everything=True)
     assert stored_seqs(db) == {f"h{i}": 9 for i in range(5)}
+    db.close()
+
+
+def test_keepalive_hosts_get_their_liveness_written_and_keep_their_sessions(
+    tmp_path: Path,
+) -> None:
+    state = FleetState(grace_s=15.0)
+    db = StateDB(tmp_path / "fleet.db")
+    db.open()
+    persister = Persister(db, 1.0)
+    one = [SessionSnapshot(name="s1", runtime_configured="stub", runtime_observed="stub")]
+    state.on_heartbeat(hb(host="h1", seq=1, sessions=one))
+    persister.persist(state, everything=True)
+    written = persister.db.save
+    calls: list[tuple[int, int]] = []
+
+    def spy(hosts: Any, transitions: Any, liveness_only: Any = ()) -> None:
+        hosts, liveness_only = list(hosts), list(liveness_only)
+        calls.append((len(hosts), len(liveness_only)))
+        written(hosts, transitions, liveness_only)
+
+    persister.db.save = spy  # type: ignore[method-assign]
+    state.on_keepalive(ka(seq=5))  # sessions as held: a liveness row
+    persister.persist(state, everything=True)
+    assert calls[-1] == (0, 1)
+    [row] = db.load_hosts()
+    assert (row.seq, [s.name for s in row.sessions]) == (5, ["s1"])
+    two = [*one, SessionSnapshot(name="s2", runtime_configured="stub", runtime_observed="stub")]
+    state.on_heartbeat(hb(host="h1", seq=6, sessions=two))  # new sessions: the whole row
+    persister.persist(state, everything=True)
+    assert calls[-1] == (1, 0)
+    [row] = db.load_hosts()
+    assert (row.seq, [s.name for s in row.sessions]) == (6, ["s1", "s2"])
     db.close()
