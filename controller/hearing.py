@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from nats.aio.client import Client
@@ -25,6 +25,7 @@ from controller.events.synthesis.runner import SynthesisRunner
 from controller.fleet.intake import intake
 from controller.fleet.keepalive import Keepalives
 from controller.fleet.latest import Latest
+from controller.fleet.liveness import Behind
 from controller.fleet.persister import Persister
 from controller.fleet.rejects import Rejects
 from controller.fleet.state import FleetState, HostKey, Transition
@@ -53,6 +54,7 @@ class Hearing:
     reactions: Reactions
     relay: WatchRelay  # watch relays expire on the liveness tick
     tick_s: float  # the liveness tick
+    behind: Behind = field(default_factory=Behind)  # how far behind its heartbeats it runs
 
     async def listen(self, by_tenant: Mapping[str, Client], subs: list[Subscription]) -> None:
         """Every tenant's heartbeats, lifecycle notices and real-time session states, each
@@ -71,7 +73,9 @@ class Hearing:
         beat = await self.keepalives.intake(msg)
         if beat is None:
             return
-        self.metrics.observe_heartbeat(time.time() - beat.sent_at)
+        lag = time.time() - beat.sent_at
+        self.metrics.observe_heartbeat(lag)
+        self.behind.observe(lag)
         if isinstance(beat, Keepalive):
             transition = self.state.on_keepalive(beat)
             entry = self.state.hosts.get((beat.tenant, beat.host))
@@ -116,7 +120,7 @@ class Hearing:
     async def liveness_loop(self) -> None:
         while True:
             await anyio.sleep(self.tick_s)
-            for transition in self.state.tick(self.heartbeat_waiting):
+            for transition in self.state.tick(self.heartbeat_waiting, self.behind.take()):
                 await self.record(transition)
             self.changes.flush()
             await self.relay.expire()

@@ -281,12 +281,19 @@ class FleetState:
             self.problem_hosts.discard(key)
             self._sorted_problems = None
 
-    def tick(self, arrived: Callable[[HostKey], bool] | None = None) -> list[Transition]:
+    def tick(
+        self, arrived: Callable[[HostKey], bool] | None = None, behind_s: float = 0.0
+    ) -> list[Transition]:
         """Advance liveness from the controller's clock.
 
         ``arrived(key)`` says a heartbeat from that host has reached the controller and waits
         to be processed: the controller is behind, not the host, so it is not judged on
         this tick (it is again on the next, if the heartbeat turned out invalid).
+        ``behind_s``: how far behind the heartbeats it processes the controller is (their
+        typical lag, `Behind`); silence is measured on the hosts' timeline, so that much of
+        it is the controller's own. Heartbeats still in the client's buffers are not parked
+        yet, and without this a controller busy with a ramp of 100,000 hosts marked hundreds
+        suspect (bench fanin).
         """
         if not self._by_silence:
             return []
@@ -299,7 +306,7 @@ class FleetState:
         settled = []  # down or stopped: only a heartbeat brings them back
         for key in self._by_silence:
             entry = self.hosts[key]
-            age = now - entry.last_seen_mono
+            age = now - entry.last_seen_mono - behind_s
             if age <= horizon:
                 break
             if entry.state is HostState.STOPPED:

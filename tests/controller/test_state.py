@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.api.views import ps_page
+from controller.fleet.liveness import MAX_BEHIND_S, Behind
 from controller.fleet.state import FleetState, percentiles
 from controller.fleet.statedb import StateDB
 from protocol.api import Flag, HostState, PsRequest
@@ -434,3 +435,28 @@ def test_a_keepalive_is_liveness_and_leaves_the_sessions_as_held() -> None:
     state.on_keepalive(ka(seq=3, interval=10.0))
     clock.now += 29.5  # within three of its new intervals (three of the old were 15 s)
     assert state.tick() == []
+
+
+def test_the_controller_running_behind_is_not_the_hosts_silence() -> None:
+    state, clock = make()
+    state.on_heartbeat(hb())
+    clock.now += 16.0  # past three intervals on the controller's clock...
+    assert state.tick(behind_s=2.0) == []  # ...but its heartbeats arrive 2 s late
+    [t] = state.tick(behind_s=0.5)
+    assert t.new is HostState.SUSPECT and t.silent_s is not None and t.silent_s < 16.0
+
+
+def test_behind_is_the_median_lag_and_bounded() -> None:
+    behind = Behind()
+    for _ in range(300):
+        behind.observe(0.8)
+    for _ in range(100):
+        behind.observe(3600.0)  # a quarter of the fleet with clocks an hour slow
+    assert behind.take() == 0.8
+    assert behind.take() == 0.0  # nothing processed since: nothing to excuse
+    for _ in range(10):
+        behind.observe(-5.0)  # clocks ahead: never negative
+    assert behind.take() == 0.0
+    for _ in range(10):
+        behind.observe(1e6)
+    assert behind.take() == MAX_BEHIND_S
