@@ -47,6 +47,9 @@ class HostEntry:
     # Sessions whose state came from a `session.state` event newer than the last heartbeat:
     # name -> the event's ts (controller/fleet/realtime.py). None for nearly every host.
     live: dict[str, float] | None = None
+    # The sessions' digest as the agent sent it (None: an old agent's, or patched by a state
+    # event since): the persister writes only the liveness columns while it is unchanged.
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,7 @@ class FleetState:
                 sessions, live = merge_live(entry.live, entry.sessions, sessions)
             entry.live = live or None
         entry.sessions, entry.flagged = sessions, flagged_indexes(sessions)
+        entry.digest = hb.digest if sessions is hb.sessions else None
         tally.rows += row_count(entry)
         entry.last_seen, entry.last_seen_mono = now_wall, now_mono
         # An ordinary heartbeat is not written at once: the persister's rolling pass rewrites
@@ -186,6 +190,7 @@ class FleetState:
                 last_seen_mono=now_mono,
                 sessions=hb.sessions,
                 flagged=flagged_indexes(hb.sessions),
+                digest=hb.digest,
             )
         )
         self.dirty.add((hb.tenant, hb.host))
@@ -211,6 +216,7 @@ class FleetState:
         # A new list: the old one may be a heartbeat's, which others (synthesis) still read.
         entry.sessions = [*entry.sessions]
         entry.sessions[i] = patched
+        entry.digest = None  # no longer what the agent named
         entry.live = {**(entry.live or {}), news.session: news.ts}
         self.count("state_events_applied")
         return patched

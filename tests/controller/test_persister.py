@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from msgspec.structs import replace
+
 from controller.fleet.persister import SNAPSHOT_PERSIST_S, Persister
 from controller.fleet.state import FleetState
 from controller.fleet.statedb import StateDB
@@ -93,4 +95,34 @@ def test_keepalive_hosts_get_their_liveness_written_and_keep_their_sessions(
     assert calls[-1] == (1, 0)
     [row] = db.load_hosts()
     assert (row.seq, [s.name for s in row.sessions]) == (6, ["s1", "s2"])
+    db.close()
+
+
+def test_a_periodic_full_heartbeat_with_the_same_digest_is_a_liveness_row(
+    tmp_path: Path,
+) -> None:
+    state = FleetState(grace_s=15.0)
+    db = StateDB(tmp_path / "fleet.db")
+    db.open()
+    persister = Persister(db, 1.0)
+    one = [SessionSnapshot(name="s1", runtime_configured="stub", runtime_observed="stub")]
+    state.on_heartbeat(replace(hb(host="h1", seq=1, sessions=one), digest="00000000000000aa"))
+    persister.persist(state, everything=True)
+    calls: list[tuple[int, int]] = []
+    save = db.save
+
+    def spy(hosts: Any, transitions: Any, liveness_only: Any = ()) -> None:
+        hosts, liveness_only = list(hosts), list(liveness_only)
+        calls.append((len(hosts), len(liveness_only)))
+        save(hosts, transitions, liveness_only)
+
+    db.save = spy  # type: ignore[method-assign]
+    # The agent's twelfth beat: the same sessions, decoded into a new list, the same digest.
+    again = [SessionSnapshot(name="s1", runtime_configured="stub", runtime_observed="stub")]
+    state.on_heartbeat(replace(hb(host="h1", seq=2, sessions=again), digest="00000000000000aa"))
+    persister.persist(state, everything=True)
+    assert calls[-1] == (0, 1)
+    state.on_heartbeat(replace(hb(host="h1", seq=3, sessions=again), digest="00000000000000bb"))
+    persister.persist(state, everything=True)
+    assert calls[-1] == (1, 0)
     db.close()
