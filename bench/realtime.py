@@ -22,8 +22,8 @@ import nats
 
 from agent.config import AgentConfig, SessionSpec
 from agent.config import dump as dump_agent
-from bench.common import machine, summary_ms
-from bench.harness import BIN, Bench
+from bench.common import machine, summary_ms, wait_until
+from bench.harness import BIN, Bench, split_cpus
 from bench.loadgen import Pool
 from common.natsconn import NatsSettings
 from controller.cli.client import ControllerClient
@@ -210,8 +210,14 @@ def main() -> None:
         default=0,
         help="instead: a real host agent and stub session doing this many runs (2 changes each)",
     )
+    p.add_argument(
+        "--full-every", type=int, default=12, help="the hosts' full snapshot every N beats"
+    )
+    p.add_argument("--pin", action="store_true", help="the controller on a CPU of its own")
     a = p.parse_args()
     out: dict[str, object] = {"machine": machine(), "hosts": a.hosts, "interval_s": a.interval}
+    if a.pin:
+        out["cpus"] = split_cpus()
     with Bench([TENANT], a.interval) as b:
         b.start_controller()
         if a.stub_runs:
@@ -220,10 +226,24 @@ def main() -> None:
             out["state_change_to_api"] = summary_ms(_run_stub(b, a.stub_runs))
             print(json.dumps(out, indent=2))
             return
-        pool = Pool(b.url, [TENANT], a.hosts, a.interval, a.procs) if a.hosts else None
+        pool = (
+            Pool(b.url, [TENANT], a.hosts, a.interval, a.procs, full_every=a.full_every)
+            if a.hosts
+            else None
+        )
         try:
             if pool:
                 pool.wait_ready()
+                # Probe a fleet in its steady state, not its ramp: every host heard first.
+                started = time.monotonic()
+                wait_until(
+                    lambda: (st := b.try_status()) is not None and st.hosts >= a.hosts,
+                    3 * a.interval + 120,
+                    0.5,
+                    f"{a.hosts} hosts heard",
+                )
+                out["ramp_s"] = round(time.monotonic() - started, 1)
+                time.sleep(2 * a.interval)
             samples = asyncio.run(_probe(b.url, a.changes, a.poll_ms / 1000, a.gap_ms / 1000))
             status = b.status()
         finally:

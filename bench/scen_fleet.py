@@ -113,6 +113,7 @@ def fanin(
             with pool:
                 out["ramp_s"] = round(ramp, 1)
                 out["hosts_heard_after_ramp"] = b.heard
+                out["settle_s"] = _settle(b, interval)
                 out.update(_steady(b, pool, pid, raw, duration, interval))
                 counters = b.status(timeout=10.0, retry_s=30.0).counters
                 out["keepalives"] = {
@@ -147,6 +148,23 @@ def fanin(
     if "raw_limit" in out:
         goal(out, "ingest_ratio_vs_raw", out["raw_limit"]["ratio"], 0.5, below=False)
     return out
+
+
+def _settle(b: Bench, interval: float, limit_s: float = 120.0) -> float:
+    """Wait until the controller has worked off its ramp (nothing parked, lag p50 under
+    100 ms, twice in a row), so that the steady phase measures a steady state; the time it
+    took is a result of its own. Past ``limit_s`` the steady phase starts anyway."""
+    start, calm = time.monotonic(), 0
+    while time.monotonic() - start < limit_s and calm < 2:
+        time.sleep(max(0.5, interval / 5))
+        status = b.try_status()
+        if status is None:
+            calm = 0
+            continue
+        quiet = status.counters.get("heartbeats_waiting", 0) == 0
+        lag = status.latencies_ms.get("heartbeat_lag_p50", 0.0)
+        calm = calm + 1 if quiet and lag < 100 else 0
+    return round(time.monotonic() - start, 1)
 
 
 def _lag_window(before: dict[str, float] | None, after: dict[str, float] | None) -> Result:

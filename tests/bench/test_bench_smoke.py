@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from bench.scen_keepalive import keepalive
+
 REPO = Path(__file__).resolve().parents[2]
 
 TINY: dict[str, list[str]] = {
@@ -131,3 +133,10 @@ def test_pin_gives_the_controller_a_cpu_of_its_own(tmp_path: Path) -> None:
     assert res["affinity"]["generators"] == cpus["rest"]
     assert res["affinity"]["nats_server"] == cpus["rest"]
     assert res["heartbeats_per_s"] > 0
+
+
+def test_keepalive_cost_scenario_runs() -> None:
+    res = keepalive(50, rounds=1)
+    assert res["keepalive_bytes"] < res["full_bytes"]
+    assert res["keepalive_us_per_heartbeat"] > 0 and res["full_us_per_heartbeat"] > 0
+    assert res["bytes_per_host_min_after_unchanged"] < res["bytes_per_host_min_before"]
