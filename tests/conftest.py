@@ -4,6 +4,7 @@ in tests/support/fleet.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -25,9 +26,14 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 
 @pytest.fixture
 def tmux_socket() -> Iterator[str]:
+    """A private tmux socket name; at the end its server is killed, and so is the server of
+    every socket the test derived from it (`<name>-h1`, `<name>-top`): all the test's own."""
     name = f"fleet-test-{uuid.uuid4().hex[:10]}"
     yield name
-    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
+    tmpdir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+    derived = sorted(p.name for p in tmpdir.glob(f"{name}-*")) if tmpdir.is_dir() else []
+    for socket in (name, *derived):
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
 
 
 @pytest.fixture

@@ -112,24 +112,7 @@ class StateDB:
         db = self.db
         db.execute("BEGIN")
         try:
-            db.executemany(
-                "UPDATE hosts SET boot_id=?, seq=?, interval_s=?, agent_version=?, state=?,"
-                " state_since=?, last_seen=? WHERE tenant=? AND host=?",
-                [
-                    (
-                        h.boot_id,
-                        h.seq,
-                        h.interval_s,
-                        h.agent_version,
-                        h.state.value,
-                        h.state_since,
-                        h.last_seen,
-                        h.tenant,
-                        h.host,
-                    )
-                    for h in liveness_only
-                ],
-            )
+            _touch(db, liveness_only)
             db.executemany(
                 "INSERT OR REPLACE INTO hosts VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
@@ -181,3 +164,25 @@ class StateDB:
             )
             for r in rows
         ]
+
+
+def _touch(db: sqlite3.Connection, hosts: Iterable[HostEntry]) -> None:
+    """The liveness columns of hosts whose row holds their sessions already."""
+    db.executemany(
+        "UPDATE hosts SET boot_id=?, seq=?, interval_s=?, agent_version=?, state=?,"
+        " state_since=?, last_seen=? WHERE tenant=? AND host=?",
+        [
+            (
+                h.boot_id,
+                h.seq,
+                h.interval_s,
+                h.agent_version,
+                h.state.value,
+                h.state_since,
+                h.last_seen,
+                h.tenant,
+                h.host,
+            )
+            for h in hosts
+        ],
+    )
