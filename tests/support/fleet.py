@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+import msgspec
+
 from agent.config import AgentConfig, SessionSpec, dump
 from common.natsconn import NatsSettings
+from controller.cli.client import ControllerClient
 from controller.config import ControllerConfig
 from controller.config import dump as dump_controller
 from controller.natsserver.embedded import EmbeddedNats
+from protocol.api import PS, PsRequest
 
 T = TypeVar("T")
 
@@ -184,6 +189,18 @@ class Fleet:
         result = self.cli("ps", "--json", *args)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
+
+    def api_ps(self, tenant: str) -> list[dict[str, Any]]:
+        """The rows `ps --json --tenant` prints, asked in this process: for polls many times
+        a second, where a CLI process per poll (1-2 s to start on a loaded box) would set
+        the pace instead of the fleet."""
+
+        async def main() -> Any:
+            settings = NatsSettings(servers=[self.nats.url])
+            async with ControllerClient(settings, timeout=10.0) as client:
+                return await client.call(PS, PsRequest(tenant=tenant))
+
+        return msgspec.to_builtins(anyio.run(main).rows)  # type: ignore[no-any-return]
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):

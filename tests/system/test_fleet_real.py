@@ -70,7 +70,9 @@ class RealFleet:
         }
 
     def state(self, session: str) -> str | None:
-        row = self.rows().get(session)
+        """The session's state as `fleet ps` shows it (asked in-process: polled 5 a second)."""
+        rows = {r["session"]["name"]: r["session"] for r in self.fleet.api_ps(self.tenant)}
+        row = rows.get(session)
         return row["state"] if row else None
 
     def wait_state(self, session: str, state: str, timeout: float = 30.0) -> dict[str, Any]:
