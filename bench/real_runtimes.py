@@ -40,12 +40,16 @@ HOST = "real"
 LONG = " ".join(f"tok{i}" for i in range(400))
 
 
-def _script(rounds: int) -> Script:
+def _script(runtimes: list[str], rounds: int) -> Script:
+    """Prompts unique per runtime and round: the fake model hands back the first request that
+    names a marker, and with one marker for all three runtimes the second and third were
+    timed against the first one's long-finished request (their done -> idle read 5-6 s)."""
     script = Script()
-    for i in range(rounds):
-        script.on(f"send{i}-", text(f"answer {i}"))
-        script.on(f"vis{i}-", stream(f"visible answer {i} " + "in a few words " * 8, 6))
-        script.on(f"cancel{i}-", stream(LONG, 60))
+    for rt in runtimes:
+        for i in range(rounds):
+            script.on(f"{rt}-send{i}-", text(f"answer {i}"))
+            script.on(f"{rt}-vis{i}-", stream(f"visible answer {i} " + "in a few words " * 8, 6))
+            script.on(f"{rt}-cancel{i}-", stream(LONG, 60))
     return script
 
 
@@ -89,18 +93,19 @@ def _measure(url: str, rt: str, pane: realcli.Pane, model: FakeModel, rounds: in
     outcomes: dict[str, int] = {}
     for i in range(rounds):
         _until_state(url, rt, "idle")
-        took, result = _command(url, rt, Send(session=rt, text=f"send{i}- please", verify=True))
+        send_body = Send(session=rt, text=f"{rt}-send{i}- please", verify=True)
+        took, result = _command(url, rt, send_body)
         outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
         if result.outcome.value == "delivered":
             send.append(took)
-        model.wait_for_prompt(f"send{i}-", 20)
+        model.wait_for_prompt(f"{rt}-send{i}-", 20)
 
         _until_state(url, rt, "idle")
-        pane.paste(f"vis{i}- please")
-        pane.wait_for(f"vis{i}-", 10, what="the pasted prompt")
+        pane.paste(f"{rt}-vis{i}- please")
+        pane.wait_for(f"{rt}-vis{i}-", 10, what="the pasted prompt")
         pane.send_keys("Enter")
         entered = time.monotonic()
-        request = model.wait_for_prompt(f"vis{i}-", 20)
+        request = model.wait_for_prompt(f"{rt}-vis{i}-", 20)
         try:
             to_working.append(_until_state(url, rt, "working", timeout=8) - entered)
         except TimeoutError:  # a 6 s answer never seen working: counted
@@ -109,8 +114,8 @@ def _measure(url: str, rt: str, pane: realcli.Pane, model: FakeModel, rounds: in
         finished = time.monotonic()
         to_idle.append(_until_state(url, rt, "idle") - finished)
 
-        realcli.submit(pane, f"cancel{i}- please")
-        request = model.wait_for_prompt(f"cancel{i}-", 20)
+        realcli.submit(pane, f"{rt}-cancel{i}- please")
+        request = model.wait_for_prompt(f"{rt}-cancel{i}-", 20)
         try:
             _until_state(url, rt, "working", timeout=20)
         except TimeoutError:  # counted, not fatal: the figure says how often it happens
@@ -139,7 +144,7 @@ def run(runtimes: list[str], rounds: int) -> Result:
     out: Result = {"scenario": "real_runtimes", "rounds": rounds, "machine": machine()}
     out["versions"] = {rt: realcli.PINNED[rt] for rt in runtimes}
     socket = f"fleet-bench-real-{uuid.uuid4().hex[:8]}"
-    with Bench([TENANT], 1.0) as b, FakeModel(_script(rounds)) as model:
+    with Bench([TENANT], 1.0) as b, FakeModel(_script(runtimes, rounds)) as model:
         b.start_controller()
         sessions = []
         for rt in runtimes:
