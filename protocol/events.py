@@ -86,6 +86,15 @@ KNOWN_EVENT_TYPES = frozenset(
         "report.inbox",
     }
 )
+# Types that change what every controller replica holds when it stores them (an ack names an
+# operator): only a controller may publish them. The broker denies them to hosts
+# (controller/natsserver/config.py: host_permissions), so a host cannot ack its own items.
+CONTROLLER_ONLY_TYPES = (
+    "attention.opened",
+    "attention.resolved",
+    "attention.acked",
+    "attention.snoozed",
+)
 
 
 _ID_KINDS = ("tenant", "host", "session", "boot")

@@ -30,7 +30,7 @@ from controller.fleet.intake import state_intake
 from controller.fleet.state import FleetState, HostKey, Transition
 from protocol.api import HostState
 from protocol.attention import AttentionChanged, FeedEvent, HostDelta, SessionDelta
-from protocol.events import Event, EventLink, LinkType, Severity
+from protocol.events import Event, EventLink, LinkType, Severity, SourceKind
 from protocol.heartbeat import SessionState
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ class LiveFleet:
     def _apply_own(self, event: Event, applied: list[Change]) -> None:
         """An `attention.*` event: another replica's ack or snooze (or this one's, back from
         the stream: a no-op), or its id for an item."""
+        if event.source_kind is not SourceKind.SYSTEM:
+            return  # not one a controller made (the broker keeps hosts from sending these)
         action = shared.action_of(event)
         change = self.queue.apply(action) if action is not None else None
         if change is not None:

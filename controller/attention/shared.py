@@ -20,12 +20,12 @@ from controller.attention.queue import AttentionQueue, Change
 from controller.attention.rules import HOST_KINDS, Condition
 from controller.events.store.core import EventStore
 from protocol.attention import AttentionKind
-from protocol.events import Event, Severity
+from protocol.events import CONTROLLER_ONLY_TYPES, Event, Severity
 from protocol.events_api import StoredEvent
 
 log = logging.getLogger(__name__)
 
-TYPES = ("attention.opened", "attention.resolved", "attention.acked", "attention.snoozed")
+TYPES = CONTROLLER_ONLY_TYPES
 RESTORE_S = 7 * 86400.0  # how far back a restart looks for acks, snoozes and open items
 MAX_RESTORED = 10_000  # events of each type, the newest
 

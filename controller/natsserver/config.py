@@ -22,6 +22,7 @@ import msgspec
 
 from controller.natsserver.accounts import Registry
 from protocol import subjects
+from protocol.events import CONTROLLER_ONLY_TYPES
 from protocol.ids import validate_host, validate_id
 
 SYSTEM_ACCOUNT = "SYS"
@@ -69,6 +70,7 @@ class Permissions(msgspec.Struct, frozen=True, kw_only=True):
     publish: list[str]
     subscribe: list[str]
     allow_responses: bool = False
+    publish_deny: list[str] = []  # carved out of ``publish``
 
 
 def host_permissions(tenant: str, host: str) -> Permissions:
@@ -86,7 +88,19 @@ def host_permissions(tenant: str, host: str) -> Permissions:
         ],
         subscribe=[subjects.command(tenant, host), f"{host_inbox(host)}.>"],
         allow_responses=True,  # answer the controller's command requests, once each
+        # Its own event subjects, but not the types only a controller records (an ack
+        # replayed by every replica would otherwise be a host speaking for an operator).
+        publish_deny=[
+            _any_session(subjects.event(tenant, host, "x", t)) for t in CONTROLLER_ONLY_TYPES
+        ],
     )
+
+
+def _any_session(subject: str) -> str:
+    """An event subject with the session token (always the 5th) as ``*``."""
+    tokens = subject.split(".")
+    tokens[4] = "*"
+    return ".".join(tokens)
 
 
 def _any_host(subject: str) -> str:
@@ -147,11 +161,12 @@ def _user(public_key: str, perms: Permissions | None, comment: str) -> str:
     if perms is None:
         return f"      {{ nkey: {_q(public_key)} }}  # {comment}"
     responses = "\n          allow_responses: true" if perms.allow_responses else ""
+    deny = f", deny: {_list(perms.publish_deny)}" if perms.publish_deny else ""
     return (
         f"      {{  # {comment}\n"
         f"        nkey: {_q(public_key)}\n"
         f"        permissions: {{\n"
-        f"          publish: {{ allow: {_list(perms.publish)} }}\n"
+        f"          publish: {{ allow: {_list(perms.publish)}{deny} }}\n"
         f"          subscribe: {{ allow: {_list(perms.subscribe)} }}{responses}\n"
         f"        }}\n"
         f"      }}"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from controller.api.access import Caller, admit
@@ -28,7 +29,7 @@ from protocol.attention import (
     AttentionKind,
     ItemState,
 )
-from protocol.events import Event, Severity
+from protocol.events import Event, Severity, SourceKind
 from protocol.heartbeat import Heartbeat, SessionSnapshot, SessionState
 
 T, H = "acme", "h1"
@@ -258,3 +259,30 @@ def test_an_ack_records_the_broker_checked_operator(proven: bool) -> None:
     admitted = admit(Caller("bob", Role.OPERATOR, None, proven), "attention.act", req)
     assert isinstance(admitted, AttentionActRequest)
     assert admitted.by == ("bob" if proven else "mallory")  # unproven: a no-auth fleet's claim
+
+
+def test_an_ack_a_host_made_up_is_not_applied() -> None:
+    """Only a controller's own attention events count (the broker also denies them to hosts:
+    tests/system/test_isolation.py): one an agent sent, naming an operator, changes nothing."""
+
+    async def main() -> None:
+        clock, stream = [1000.0], Stream()
+        a, b = Replica(stream, clock), Replica(stream, clock)
+        stream.events.append(candidate("k1", 990.0))
+        await sync(stream, a, b)
+        [item_id] = a.open_ids()
+        await ack(a, item_id)
+        await a.record()
+        real = next(e for e in stream.events if e.event_type == "attention.acked")
+        forged = msgspec.structs.replace(
+            real,
+            source_kind=SourceKind.AGENT,
+            idempotency_key="forged-1",
+            payload={**real.payload, "at": real.payload["at"] + 5, "by": "alice"},
+        )
+        stream.events.remove(real)  # only the forgery reaches B
+        stream.events.append(forged)
+        await b.consume(stream)
+        assert b.item(item_id)["state"] is ItemState.OPEN
+
+    anyio.run(main)

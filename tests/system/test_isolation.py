@@ -35,6 +35,7 @@ from controller.natsserver.config import (
 from controller.natsserver.embedded import EmbeddedNats
 from protocol import subjects
 from protocol.api import Role
+from protocol.events import CONTROLLER_ONLY_TYPES
 from tests.support.fleet import wait_for
 
 TENANTS = {"acme": ["h1", "h2"], "globex": ["g1"]}
@@ -278,6 +279,37 @@ def test_a_host_cannot_act_as_another_host_or_call_the_controller_api(secured) -
         await anyio.sleep(0.3)
         assert obs["acme"].got == [] and obs["ctl"].got == [] and h1.got == []
         assert await stream_messages(obs["acme"], "acme") == before
+        await close_all(h1, *obs.values())
+
+    run(main)
+
+
+def test_a_host_cannot_record_what_only_a_controller_records(secured) -> None:
+    """attention.* events change every replica's queue (an ack names an operator): a host
+    may publish its own events, but not those types."""
+    server, store = secured
+
+    async def main() -> None:
+        obs = await observers(server.url, store)
+        before = await stream_messages(obs["acme"], "acme")
+        h1 = await connect(server.url, store.host_seed("acme", "h1"), host_inbox("h1"))
+        targets = [subjects.event("acme", "h1", "s1", t) for t in CONTROLLER_ONLY_TYPES]
+        for target in targets:
+            await h1.nc.publish(target, b"{}")
+        await h1.nc.flush()
+        for target in targets:
+            await until(lambda t=target: h1.denied(t), what=f"denial of {target}: {h1.errors}")
+        assert await stream_messages(obs["acme"], "acme") == before
+        # Its ordinary events still reach the stream.
+        allowed = subjects.event("acme", "h1", "s1", "note")
+        await h1.nc.publish(allowed, b"{}")
+        await h1.nc.flush()
+        for _ in range(100):
+            if await stream_messages(obs["acme"], "acme") == before + 1:
+                break
+            await anyio.sleep(0.05)
+        assert await stream_messages(obs["acme"], "acme") == before + 1
+        assert not h1.denied(allowed)
         await close_all(h1, *obs.values())
 
     run(main)
