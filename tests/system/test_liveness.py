@@ -29,7 +29,9 @@ def tenant_id() -> str:
 
 
 def host_state(fleet: Fleet, tenant: str, host: str = "h1") -> str | None:
-    rows = fleet.ps("--tenant", tenant, "--host", host)
+    """As `fleet ps` shows it, asked in-process: `suspect` lasts 1.5 s at INTERVAL 0.5, and
+    a CLI process per poll (1-2 s to start on a loaded box) could miss it."""
+    rows = [r for r in fleet.api_ps(tenant) if r["host"] == host]
     return rows[0]["host_state"] if rows else None
 
 
