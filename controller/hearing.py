@@ -75,7 +75,7 @@ class Hearing:
             return
         lag = time.time() - beat.sent_at
         self.metrics.observe_heartbeat(lag)
-        self.behind.observe(lag)
+        self.behind.observe((beat.tenant, beat.host), lag)
         if isinstance(beat, Keepalive):
             transition = self.state.on_keepalive(beat)
             entry = self.state.hosts.get((beat.tenant, beat.host))

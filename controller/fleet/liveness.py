@@ -24,21 +24,23 @@ def state_for_age(age_s: float, interval_s: float) -> HostState:
 
 class Behind:
     """How far behind the heartbeats it processes the controller runs: the median lag
-    (controller clock minus `sent_at`) of the first heartbeats processed since the last
-    tick. A median, so that a few hosts with wrong clocks cannot move it; clamped to
-    [0, MAX_BEHIND_S], so that a fleet of wrong clocks cannot hide a dead host for long."""
+    (controller clock minus `sent_at`) over the hosts whose heartbeats it processed since the
+    last tick, one per host (their latest), the first SAMPLE hosts. A median over hosts, so
+    that a few hosts with wrong clocks, or one sending a flood of backdated heartbeats, cannot
+    move it; clamped to [0, MAX_BEHIND_S], so that a fleet of wrong clocks cannot hide a dead
+    host for long."""
 
     SAMPLE = 512
 
     def __init__(self) -> None:
-        self._lags: list[float] = []
+        self._lags: dict[tuple[str, str], float] = {}
 
-    def observe(self, lag_s: float) -> None:
-        if len(self._lags) < self.SAMPLE:
-            self._lags.append(lag_s)
+    def observe(self, key: tuple[str, str], lag_s: float) -> None:
+        if key in self._lags or len(self._lags) < self.SAMPLE:
+            self._lags[key] = lag_s
 
     def take(self) -> float:
-        lags, self._lags = self._lags, []
+        lags, self._lags = self._lags, {}
         if not lags:
             return 0.0
-        return min(MAX_BEHIND_S, max(0.0, statistics.median(lags)))
+        return min(MAX_BEHIND_S, max(0.0, statistics.median(lags.values())))

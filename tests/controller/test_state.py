@@ -446,17 +446,22 @@ def test_the_controller_running_behind_is_not_the_hosts_silence() -> None:
     assert t.new is HostState.SUSPECT and t.silent_s is not None and t.silent_s < 16.0
 
 
-def test_behind_is_the_median_lag_and_bounded() -> None:
+def test_behind_is_the_median_lag_over_hosts_and_bounded() -> None:
     behind = Behind()
-    for _ in range(300):
-        behind.observe(0.8)
-    for _ in range(100):
-        behind.observe(3600.0)  # a quarter of the fleet with clocks an hour slow
+    for i in range(300):
+        behind.observe(("acme", f"h{i}"), 0.8)
+    for i in range(100):
+        behind.observe(("acme", f"slow{i}"), 3600.0)  # a quarter with clocks an hour slow
     assert behind.take() == 0.8
     assert behind.take() == 0.0  # nothing processed since: nothing to excuse
-    for _ in range(10):
-        behind.observe(-5.0)  # clocks ahead: never negative
+    for i in range(5):
+        behind.observe(("acme", f"h{i}"), 0.01)
+    for _ in range(1000):  # one host flooding backdated heartbeats counts once
+        behind.observe(("acme", "liar"), 3600.0)
+    assert behind.take() == 0.01
+    for i in range(10):
+        behind.observe(("acme", f"h{i}"), -5.0)  # clocks ahead: never negative
     assert behind.take() == 0.0
-    for _ in range(10):
-        behind.observe(1e6)
+    for i in range(10):
+        behind.observe(("acme", f"h{i}"), 1e6)
     assert behind.take() == MAX_BEHIND_S
