@@ -65,6 +65,20 @@ def test_everything_at_shutdown(tmp_path: Path) -> None:
     db.close()
 
 
+def count_saves(db: StateDB) -> list[tuple[int, int]]:
+    """From now on, each save's (whole rows, liveness-only rows), in order."""
+    calls: list[tuple[int, int]] = []
+    save = db.save
+
+    def spy(hosts: Any, transitions: Any, liveness_only: Any = ()) -> None:
+        hosts, liveness_only = list(hosts), list(liveness_only)
+        calls.append((len(hosts), len(liveness_only)))
+        save(hosts, transitions, liveness_only)
+
+    db.save = spy  # type: ignore[method-assign]
+    return calls
+
+
 def test_keepalive_hosts_get_their_liveness_written_and_keep_their_sessions(
     tmp_path: Path,
 ) -> None:
@@ -75,15 +89,7 @@ def test_keepalive_hosts_get_their_liveness_written_and_keep_their_sessions(
     one = [SessionSnapshot(name="s1", runtime_configured="stub", runtime_observed="stub")]
     state.on_heartbeat(hb(host="h1", seq=1, sessions=one))
     persister.persist(state, everything=True)
-    written = persister.db.save
-    calls: list[tuple[int, int]] = []
-
-    def spy(hosts: Any, transitions: Any, liveness_only: Any = ()) -> None:
-        hosts, liveness_only = list(hosts), list(liveness_only)
-        calls.append((len(hosts), len(liveness_only)))
-        written(hosts, transitions, liveness_only)
-
-    persister.db.save = spy  # type: ignore[method-assign]
+    calls = count_saves(db)
     state.on_keepalive(ka(seq=5))  # sessions as held: a liveness row
     persister.persist(state, everything=True)
     assert calls[-1] == (0, 1)
@@ -108,15 +114,7 @@ def test_a_periodic_full_heartbeat_with_the_same_digest_is_a_liveness_row(
     one = [SessionSnapshot(name="s1", runtime_configured="stub", runtime_observed="stub")]
     state.on_heartbeat(replace(hb(host="h1", seq=1, sessions=one), digest="00000000000000aa"))
     persister.persist(state, everything=True)
-    calls: list[tuple[int, int]] = []
-    save = db.save
-
-    def spy(hosts: Any, transitions: Any, liveness_only: Any = ()) -> None:
-        hosts, liveness_only = list(hosts), list(liveness_only)
-        calls.append((len(hosts), len(liveness_only)))
-        save(hosts, transitions, liveness_only)
-
-    db.save = spy  # type: ignore[method-assign]
+    calls = count_saves(db)
     # The agent's twelfth beat: the same sessions, decoded into a new list, the same digest.
     again = [SessionSnapshot(name="s1", runtime_configured="stub", runtime_observed="stub")]
     state.on_heartbeat(replace(hb(host="h1", seq=2, sessions=again), digest="00000000000000aa"))

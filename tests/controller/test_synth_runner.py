@@ -69,36 +69,46 @@ _beat = st.tuples(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(beats=st.lists(_beat, max_size=12))
-def test_the_engine_sees_what_the_old_loop_gave_it(beats: list[Any]) -> None:
+def heartbeat(seq: int, host: str, snaps: dict[str, Any], now: float) -> Heartbeat:
+    """One generated beat: its sessions' ages turned into times before ``now``."""
+    sessions = [
+        SessionSnapshot(
+            name=name,
+            runtime_configured="stub",
+            runtime_observed="stub",
+            state=state,
+            last_output_at=None if out is None else now - out,
+            state_since=None if since is None else now - since,
+        )
+        for name, (state, out, since) in snaps.items()
+    ]
+    return Heartbeat(
+        tenant="acme",
+        host=host,
+        boot_id="b1",
+        seq=seq,
+        sent_at=now,
+        interval_s=5.0,
+        agent_version="t",
+        sessions=sessions,
+    )
+
+
+def recording_runner() -> tuple[SynthesisRunner, Recorder]:
     runner = SynthesisRunner(None, SynthesisConfig(), publish=None)  # type: ignore[arg-type]
     recorder = Recorder()
     runner.engine = recorder  # type: ignore[assignment]
+    return runner, recorder
+
+
+@settings(max_examples=300, deadline=None)
+@given(beats=st.lists(_beat, max_size=12))
+def test_the_engine_sees_what_the_old_loop_gave_it(beats: list[Any]) -> None:
+    runner, recorder = recording_runner()
     oracle: dict[tuple[str, str], set[str]] = {}
     for seq, (host, snaps) in enumerate(beats):
         now = time.time()
-        sessions = [
-            SessionSnapshot(
-                name=name,
-                runtime_configured="stub",
-                runtime_observed="stub",
-                state=state,
-                last_output_at=None if out is None else now - out,
-                state_since=None if since is None else now - since,
-            )
-            for name, (state, out, since) in snaps.items()
-        ]
-        hb = Heartbeat(
-            tenant="acme",
-            host=host,
-            boot_id="b1",
-            seq=seq,
-            sent_at=now,
-            interval_s=5.0,
-            agent_version="t",
-            sessions=sessions,
-        )
+        hb = heartbeat(seq, host, snaps, now)
         recorder.calls.clear()
         runner.on_heartbeat(hb)
         assert recorder.calls == reference(oracle, hb, now)
@@ -109,35 +119,14 @@ def test_the_engine_sees_what_the_old_loop_gave_it(beats: list[Any]) -> None:
 def test_a_keepalive_sees_what_the_same_heartbeat_again_would(beats: list[Any]) -> None:
     """A keepalive re-reads the held sessions only once one could have gone stale; what it
     hands the engine is what a second heartbeat of the same sessions would."""
-    runner = SynthesisRunner(None, SynthesisConfig(), publish=None)  # type: ignore[arg-type]
-    recorder = Recorder()
-    runner.engine = recorder  # type: ignore[assignment]
+    runner, recorder = recording_runner()
     oracle: dict[tuple[str, str], set[str]] = {}
     for seq, (host, snaps) in enumerate(beats):
         now = time.time()
-        sessions = [
-            SessionSnapshot(
-                name=name,
-                runtime_configured="stub",
-                runtime_observed="stub",
-                state=state,
-                last_output_at=None if out is None else now - out,
-                state_since=None if since is None else now - since,
-            )
-            for name, (state, out, since) in snaps.items()
-        ]
-        hb = Heartbeat(
-            tenant="acme",
-            host=host,
-            boot_id="b1",
-            seq=seq,
-            sent_at=now,
-            interval_s=5.0,
-            agent_version="t",
-            sessions=sessions,
-        )
+        hb = heartbeat(seq, host, snaps, now)
         runner.on_heartbeat(hb)
         reference(oracle, hb, now)
         recorder.calls.clear()
-        runner.on_keepalive(SimpleNamespace(tenant="acme", host=host, sessions=sessions))  # type: ignore[arg-type]
+        held = SimpleNamespace(tenant="acme", host=host, sessions=hb.sessions)
+        runner.on_keepalive(held)  # type: ignore[arg-type]
         assert recorder.calls == reference(oracle, hb, now)
