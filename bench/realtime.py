@@ -25,6 +25,7 @@ from agent.config import dump as dump_agent
 from bench.common import machine, summary_ms, wait_until
 from bench.harness import BIN, Bench, split_cpus
 from bench.loadgen import Pool
+from bench.scen_fleet import settle
 from common.natsconn import NatsSettings
 from controller.cli.client import ControllerClient
 from protocol import encode, subjects
@@ -243,7 +244,7 @@ def main() -> None:
                     f"{a.hosts} hosts heard",
                 )
                 out["ramp_s"] = round(time.monotonic() - started, 1)
-                time.sleep(2 * a.interval)
+                out["settle_s"] = settle(b, a.interval)  # and its backlog worked off
             samples = asyncio.run(_probe(b.url, a.changes, a.poll_ms / 1000, a.gap_ms / 1000))
             status = b.status()
         finally:

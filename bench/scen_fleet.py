@@ -113,7 +113,7 @@ def fanin(
             with pool:
                 out["ramp_s"] = round(ramp, 1)
                 out["hosts_heard_after_ramp"] = b.heard
-                out["settle_s"] = _settle(b, interval)
+                out["settle_s"] = settle(b, interval)
                 out.update(_steady(b, pool, pid, raw, duration, interval))
                 counters = b.status(timeout=10.0, retry_s=30.0).counters
                 out["keepalives"] = {
@@ -150,7 +150,7 @@ def fanin(
     return out
 
 
-def _settle(b: Bench, interval: float, limit_s: float = 120.0) -> float:
+def settle(b: Bench, interval: float, limit_s: float = 120.0) -> float:
     """Wait until the controller has worked off its ramp (nothing parked, lag p50 under
     100 ms, twice in a row), so that the steady phase measures a steady state; the time it
     took is a result of its own. Past ``limit_s`` the steady phase starts anyway."""

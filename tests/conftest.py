@@ -4,8 +4,6 @@ in tests/support/fleet.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from controller.natsserver.embedded import EmbeddedNats
-from tests.support.fleet import Fleet
+from tests.support.fleet import Fleet, end_tmux_servers
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +28,7 @@ def tmux_socket() -> Iterator[str]:
     every socket the test derived from it (`<name>-h1`, `<name>-top`): all the test's own."""
     name = f"fleet-test-{uuid.uuid4().hex[:10]}"
     yield name
-    tmpdir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
-    derived = sorted(p.name for p in tmpdir.glob(f"{name}-*")) if tmpdir.is_dir() else []
-    for socket in (name, *derived):
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+    end_tmux_servers(name)
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ class FleetState:
     dirty: set[HostKey] = field(default_factory=set)
     started_mono: float = 0.0
     _sorted: list[HostKey] | None = None
-    arrival: list[HostKey] = field(default_factory=list)  # keys in the order first heard
+    _arrival: list[HostKey] = field(default_factory=list)  # keys in the order first heard
     tallies: dict[str, Tally] = field(default_factory=dict)
     # Hosts not ok or with a flagged session: what `fleet ps --problems` lists.
     problem_hosts: set[HostKey] = field(default_factory=set)
@@ -257,7 +257,7 @@ class FleetState:
         else:
             self._named.setdefault(entry.host, []).append(key)
             self._sorted = None
-            self.arrival.append(key)
+            self._arrival.append(key)
         self.hosts[key] = entry
         tally = self.tallies.setdefault(entry.tenant, Tally())
         tally.states[entry.state] += 1
@@ -340,7 +340,7 @@ class FleetState:
         """Every host key in the order first heard (hosts are never forgotten): for the
         rolling passes that only need to visit each host in turn. Sorting 100,000 keys on
         every tick of a ramp cost the controller 29 % of its core (bench fanin, 100,000)."""
-        return self.arrival
+        return self._arrival
 
     def sorted_keys(self) -> list[HostKey]:
         if self._sorted is None:

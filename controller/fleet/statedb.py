@@ -112,24 +112,14 @@ class StateDB:
         db = self.db
         db.execute("BEGIN")
         try:
-            _touch(db, liveness_only)
+            db.executemany(
+                "UPDATE hosts SET boot_id=?3, seq=?4, interval_s=?5, agent_version=?6, state=?7,"
+                " state_since=?8, last_seen=?9 WHERE tenant=?1 AND host=?2",
+                [_liveness(h) for h in liveness_only],
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO hosts VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        h.tenant,
-                        h.host,
-                        h.boot_id,
-                        h.seq,
-                        h.interval_s,
-                        h.agent_version,
-                        h.state.value,
-                        h.state_since,
-                        h.last_seen,
-                        encode(h.sessions),
-                    )
-                    for h in hosts
-                ],
+                [(*_liveness(h), encode(h.sessions)) for h in hosts],
             )
             db.executemany(
                 "INSERT INTO host_transitions (tenant, host, old_state, new_state, at, reason,"
@@ -166,23 +156,16 @@ class StateDB:
         ]
 
 
-def _touch(db: sqlite3.Connection, hosts: Iterable[HostEntry]) -> None:
-    """The liveness columns of hosts whose row holds their sessions already."""
-    db.executemany(
-        "UPDATE hosts SET boot_id=?, seq=?, interval_s=?, agent_version=?, state=?,"
-        " state_since=?, last_seen=? WHERE tenant=? AND host=?",
-        [
-            (
-                h.boot_id,
-                h.seq,
-                h.interval_s,
-                h.agent_version,
-                h.state.value,
-                h.state_since,
-                h.last_seen,
-                h.tenant,
-                h.host,
-            )
-            for h in hosts
-        ],
+def _liveness(h: HostEntry) -> tuple[object, ...]:
+    """A host row's columns but its sessions, in table order (the UPDATE numbers them)."""
+    return (
+        h.tenant,
+        h.host,
+        h.boot_id,
+        h.seq,
+        h.interval_s,
+        h.agent_version,
+        h.state.value,
+        h.state_since,
+        h.last_seen,
     )

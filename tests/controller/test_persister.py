@@ -11,7 +11,7 @@ from msgspec.structs import replace
 from controller.fleet.persister import SNAPSHOT_PERSIST_S, Persister
 from controller.fleet.state import FleetState
 from controller.fleet.statedb import StateDB
-from protocol.heartbeat import SessionSnapshot
+from protocol.heartbeat import Heartbeat, SessionSnapshot
 from tests.controller.test_state import hb, ka
 
 
@@ -79,23 +79,33 @@ def count_saves(db: StateDB) -> list[tuple[int, int]]:
     return calls
 
 
-def test_keepalive_hosts_get_their_liveness_written_and_keep_their_sessions(
-    tmp_path: Path,
-) -> None:
+def snap(name: str) -> SessionSnapshot:
+    return SessionSnapshot(name=name, runtime_configured="stub", runtime_observed="stub")
+
+
+def written_once(tmp_path: Path, first: Heartbeat) -> tuple[FleetState, StateDB, Persister]:
+    """A fleet of one host, its first heartbeat written."""
     state = FleetState(grace_s=15.0)
     db = StateDB(tmp_path / "fleet.db")
     db.open()
     persister = Persister(db, 1.0)
-    one = [SessionSnapshot(name="s1", runtime_configured="stub", runtime_observed="stub")]
-    state.on_heartbeat(hb(host="h1", seq=1, sessions=one))
+    state.on_heartbeat(first)
     persister.persist(state, everything=True)
+    return state, db, persister
+
+
+def test_keepalive_hosts_get_their_liveness_written_and_keep_their_sessions(
+    tmp_path: Path,
+) -> None:
+    one = [snap("s1")]
+    state, db, persister = written_once(tmp_path, hb(host="h1", seq=1, sessions=one))
     calls = count_saves(db)
     state.on_keepalive(ka(seq=5))  # sessions as held: a liveness row
     persister.persist(state, everything=True)
     assert calls[-1] == (0, 1)
     [row] = db.load_hosts()
     assert (row.seq, [s.name for s in row.sessions]) == (5, ["s1"])
-    two = [*one, SessionSnapshot(name="s2", runtime_configured="stub", runtime_observed="stub")]
+    two = [*one, snap("s2")]
     state.on_heartbeat(hb(host="h1", seq=6, sessions=two))  # new sessions: the whole row
     persister.persist(state, everything=True)
     assert calls[-1] == (1, 0)
@@ -107,16 +117,11 @@ def test_keepalive_hosts_get_their_liveness_written_and_keep_their_sessions(
 def test_a_periodic_full_heartbeat_with_the_same_digest_is_a_liveness_row(
     tmp_path: Path,
 ) -> None:
-    state = FleetState(grace_s=15.0)
-    db = StateDB(tmp_path / "fleet.db")
-    db.open()
-    persister = Persister(db, 1.0)
-    one = [SessionSnapshot(name="s1", runtime_configured="stub", runtime_observed="stub")]
-    state.on_heartbeat(replace(hb(host="h1", seq=1, sessions=one), digest="00000000000000aa"))
-    persister.persist(state, everything=True)
+    first = replace(hb(host="h1", seq=1, sessions=[snap("s1")]), digest="00000000000000aa")
+    state, db, persister = written_once(tmp_path, first)
     calls = count_saves(db)
     # The agent's twelfth beat: the same sessions, decoded into a new list, the same digest.
-    again = [SessionSnapshot(name="s1", runtime_configured="stub", runtime_observed="stub")]
+    again = [snap("s1")]
     state.on_heartbeat(replace(hb(host="h1", seq=2, sessions=again), digest="00000000000000aa"))
     persister.persist(state, everything=True)
     assert calls[-1] == (0, 1)

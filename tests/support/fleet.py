@@ -207,5 +207,16 @@ class Fleet:
             proc.stop()
 
 
+def end_tmux_servers(name: str) -> list[str]:
+    """End the tmux server on socket ``name`` and on every socket derived from it
+    (`<name>-h1`, `<name>-top`): a test's own, since ``name`` holds a random token no one
+    else uses. Any other socket is left alone. Returns the sockets it asked to end."""
+    tmpdir = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+    derived = sorted(p.name for p in tmpdir.glob(f"{name}-*")) if tmpdir.is_dir() else []
+    for socket in (name, *derived):
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+    return [name, *derived]
+
+
 def rows_by_session(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["session"]["name"]: r for r in rows if r["session"]}
